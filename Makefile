@@ -1,0 +1,42 @@
+# The two Quick start commands (see README): `make serve` and `make test`.
+# Each sets up what it needs first, so both work on a fresh machine.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export DATABASE_URL ?= postgresql+psycopg2:///myapp
+
+.PHONY: serve test install install-dev bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.runtime: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements-dev.txt requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.runtime
+install-dev: $(VENV)/.dev
+
+## Set up, initialise the database and serve on http://127.0.0.1:$${PORT:-8000}
+serve: install
+	$(BIN)/flask --app app init-db
+	exec $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+## Set up and run the whole test suite (and the static security scan)
+test: install-dev
+	./scripts/install-system-deps
+	$(BIN)/bandit --quiet --configfile pyproject.toml --recursive myapp app.py wsgi.py gunicorn.conf.py
+	$(BIN)/pytest
+
+## The benchmark (10-15 minutes; not part of `make test`): see docs/performance.md
+bench:
+	./bench/run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""The benchmark suite (``bench/run``); not part of the test suite."""

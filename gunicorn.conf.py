@@ -1,0 +1,34 @@
+"""gunicorn settings for myapp: threaded (gthread) workers sized from the
+environment, see README "Configuration"."""
+
+import os
+
+from myapp.config import gunicorn_threads
+
+wsgi_app = "wsgi:app"
+worker_class = "gthread"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# Each thread gets its own scoped session; DB_POOL_SIZE defaults to this
+# same number so every thread can hold a connection without waiting.
+threads = gunicorn_threads()
+bind = os.environ.get("BIND") or f"127.0.0.1:{os.environ.get('PORT', '8000')}"
+
+accesslog = "-"
+errorlog = "-"
+# On SIGTERM, in-flight requests get this long to finish.
+graceful_timeout = 30
+# Note: in a gthread worker this is a heartbeat, not a request time limit;
+# slow queries are bounded by PostgreSQL's statement_timeout instead.
+timeout = 30
+keepalive = 5
+# gunicorn 25+ opens a control socket shared by every server of this user;
+# the app needs none, and two servers on one machine would collide on it.
+control_socket_disable = True
+
+
+def post_fork(server, worker):
+    # With preload_app the master built the app (and maybe opened pooled
+    # connections) before forking: the worker must not reuse those sockets.
+    from myapp import db
+
+    db.dispose_inherited_pool()

@@ -1,0 +1,100 @@
+"""Settings read from the environment once, validated, and handed to Flask.
+
+Every knob of the contract lives here so an operator can read one file to
+know what can be configured. Values are checked at start-up: a typo in
+``DB_POOL_SIZE`` should stop the worker with a clear message, not surface as
+a confusing error under load.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DATABASE_URL = "postgresql+psycopg2:///myapp"
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """A setting in the environment is missing or malformed."""
+
+
+def _int_from_env(name: str, default: int, minimum: int = 1) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def gunicorn_threads() -> int:
+    """Threads per gunicorn worker; shared with gunicorn.conf.py so both agree."""
+    return _int_from_env("GUNICORN_THREADS", 8)
+
+
+def load_secret_key(instance_path: Path) -> str:
+    """Return ``SECRET_KEY`` from the environment, else from ``instance/secret_key``.
+
+    The key must be identical in every worker, or a CSRF token signed by one
+    worker is rejected by the next. The first process to start writes the
+    file; ``os.link`` publishes it atomically, so workers starting together
+    either create it or read the finished file — never a half-written one.
+    """
+    from_env = os.environ.get("SECRET_KEY")
+    if from_env:
+        return from_env
+
+    key_file = instance_path / "secret_key"
+    if not key_file.exists():
+        instance_path.mkdir(parents=True, exist_ok=True)
+        draft = instance_path / f".secret_key.{os.getpid()}"
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+        try:
+            os.link(draft, key_file)
+        except FileExistsError:
+            pass  # another worker won the race; use its key
+        finally:
+            draft.unlink()
+    return key_file.read_text().strip()
+
+
+def from_environment(instance_path: Path, overrides: Mapping[str, Any] | None = None) -> dict:
+    """The Flask config: environment variables, then ``overrides`` on top."""
+    overrides = dict(overrides or {})
+    threads = gunicorn_threads()
+    settings = {
+        "DATABASE_URL": os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+        "DB_POOL_SIZE": _int_from_env("DB_POOL_SIZE", threads),
+        "DB_POOL_TIMEOUT": _int_from_env("DB_POOL_TIMEOUT", 5),
+        # Server-side limits: a gthread worker has no request timeout of its
+        # own, so PostgreSQL is what bounds a runaway query or a transaction
+        # left open.
+        "DB_STATEMENT_TIMEOUT_MS": _int_from_env("DB_STATEMENT_TIMEOUT_MS", 10_000),
+        "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS": _int_from_env(
+            "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", 30_000
+        ),
+        "DB_CONNECT_TIMEOUT": _int_from_env("DB_CONNECT_TIMEOUT", 3),
+        "MAX_CONTENT_LENGTH": MAX_UPLOAD_BYTES,
+        # Werkzeug caps non-file fields at 500 kB by default; pasted CSV may
+        # be as large as an uploaded file.
+        "MAX_FORM_MEMORY_SIZE": MAX_UPLOAD_BYTES,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": os.environ.get("SESSION_COOKIE_SECURE", "") == "1",
+        # CSRF tokens are not single-use; they expire after this many seconds.
+        "WTF_CSRF_TIME_LIMIT": 3600,
+    }
+    settings.update(overrides)
+    if "SECRET_KEY" not in settings:
+        settings["SECRET_KEY"] = load_secret_key(instance_path)
+    return settings

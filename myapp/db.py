@@ -1,0 +1,181 @@
+"""The database session's whole life, in one module.
+
+* One engine per process, built from the config by :func:`init_app`.
+* ``Session`` is a module-level ``scoped_session``: a registry made once per
+  process that hands each thread its own ``Session``. A view calls
+  ``Session()`` and gets the session of the thread serving its request.
+* :func:`remove_session` runs on ``teardown_appcontext`` — after every request
+  and every CLI command — and calls ``Session.remove()``: the thread's
+  session is closed (any read transaction is rolled back, its connection goes
+  back to the pool) and discarded, so the next request on that thread starts
+  clean. It never commits: writes commit inside the service that made them.
+* :func:`dispose_inherited_pool` runs in every freshly forked gunicorn worker,
+  so no worker ever talks over a socket it inherited from the master.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from flask import Flask
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.orm import Session as SessionType
+from sqlalchemy.orm import scoped_session, sessionmaker
+from sqlalchemy.pool import NullPool
+
+from myapp.models import Base
+
+# expire_on_commit=False: objects a service returns stay readable after its
+# transaction commits, without a surprise SELECT (or a DetachedInstanceError
+# once the session is removed).
+Session = scoped_session(sessionmaker(expire_on_commit=False))
+
+_engine: Engine | None = None
+
+log = logging.getLogger(__name__)
+
+
+def init_app(app: Flask) -> None:
+    """Build this process's engine, bind the session registry, hook teardown."""
+    global _engine
+    if _engine is not None:
+        # A second app in one process (tests do this): start from a clean slate.
+        Session.remove()
+        _engine.dispose()
+    _engine = build_engine(app.config)
+    Session.configure(bind=_engine)
+    app.extensions["myapp.engine"] = _engine
+    app.teardown_appcontext(remove_session)
+
+
+def build_engine(config) -> Engine:
+    """An engine whose pool matches the worker's threads.
+
+    ``max_overflow=0``: the pool *is* the limit. With one connection per
+    thread a request never waits for another's connection; if one does (a
+    misconfiguration), it waits ``DB_POOL_TIMEOUT`` seconds and gets a 503.
+    """
+    options = (
+        f"-c statement_timeout={config['DB_STATEMENT_TIMEOUT_MS']}"
+        f" -c idle_in_transaction_session_timeout="
+        f"{config['DB_IDLE_IN_TRANSACTION_TIMEOUT_MS']}"
+        # Short OLTP queries: JIT compilation (tens of ms) never pays off, and
+        # a misestimate on a freshly filled table would trigger it.
+        " -c jit=off"
+    )
+    engine = create_engine(
+        config["DATABASE_URL"],
+        pool_size=config["DB_POOL_SIZE"],
+        max_overflow=0,
+        pool_timeout=config["DB_POOL_TIMEOUT"],
+        # A connection the server (or a network cut) closed while it sat in
+        # the pool is noticed and replaced before a request gets it.
+        pool_pre_ping=True,
+        connect_args={
+            "connect_timeout": config["DB_CONNECT_TIMEOUT"],
+            "options": options,
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        },
+    )
+    event.listen(engine, "do_connect", _name_connection)
+    return engine
+
+
+def _name_connection(dialect, conn_rec, cargs, cparams) -> None:
+    # Evaluated at connect time, in the process that connects, so
+    # pg_stat_activity shows which worker holds each connection.
+    cparams["application_name"] = f"myapp[{os.getpid()}]"
+
+
+def engine() -> Engine:
+    """This process's engine (after :func:`init_app`)."""
+    if _engine is None:
+        raise RuntimeError("myapp.db.init_app() has not been called in this process")
+    return _engine
+
+
+def remove_session(exc: BaseException | None = None) -> None:
+    """``teardown_appcontext`` hook: close and discard this thread's session.
+
+    Closing rolls back the request's transaction, which needs the database.
+    If the connection died after the request's last query (database cut or
+    restarted), that rollback fails: SQLAlchemy has then already invalidated
+    the connection and handed it back to the pool, which replaces it, and
+    the server has dropped the transaction with the connection. The answer
+    the view built is still right, so the error must not turn it into a 500
+    (tests/faults/test_outage.py found exactly that) — and the broken session
+    must still be discarded, which ``Session.remove()`` skips when ``close()``
+    raises, or the thread's next request would inherit it.
+    """
+    try:
+        Session.remove()
+    except DBAPIError as err:
+        log.warning("rollback at the end of a request failed, connection dropped: %s",
+                    str(err.orig).strip().splitlines()[0] if err.orig else err)
+        Session.registry.clear()
+
+
+def dispose_inherited_pool() -> None:
+    """Forget every connection inherited from the parent process.
+
+    Call it first thing in a forked child (gunicorn's ``post_fork``). Pooled
+    connections are sockets; a parent and child using one socket interleave
+    their protocol messages. ``close=False`` drops the child's references
+    without closing them, because closing would send a terminate message on
+    the parent's connection. The session registry is cleared the same way.
+    """
+    Session.registry.clear()
+    if _engine is not None:
+        _engine.dispose(close=False)
+
+
+# --- database creation, used by `flask init-db` --------------------------------
+
+
+def create_database_if_missing(url: str | URL, connect_timeout: int = 3) -> bool:
+    """Create the database named in ``url``; return True if it was created."""
+    url = make_url(url)
+    admin = create_engine(
+        url.set(database="postgres"),
+        isolation_level="AUTOCOMMIT",  # CREATE DATABASE cannot run in a transaction
+        poolclass=NullPool,
+        connect_args={"connect_timeout": connect_timeout},
+    )
+    try:
+        with admin.connect() as conn:
+            exists = conn.scalar(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                {"name": url.database},
+            )
+            if exists:
+                return False
+            quoted = conn.dialect.identifier_preparer.quote(url.database)
+            conn.exec_driver_sql(f"CREATE DATABASE {quoted}")
+            return True
+    finally:
+        admin.dispose()
+
+
+def create_schema(bind: Engine, drop: bool = False) -> None:
+    """Create every table and index (after dropping them, if asked)."""
+    with bind.begin() as conn:
+        conn.execute(text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
+        if drop:
+            Base.metadata.drop_all(conn)
+        Base.metadata.create_all(conn)
+
+
+def ping(session: SessionType) -> bool:
+    """True if the database answers a trivial query through ``session``."""
+    try:
+        session.execute(text("SELECT 1"))
+    except (DBAPIError, PoolTimeoutError):
+        return False
+    return True

@@ -1,0 +1,68 @@
+"""Error pages, the 503 for a lost database, and security headers.
+
+Every error a visitor can meet is one of the site's own pages; internals
+(tracebacks, SQL) only ever go to the log.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, Response, render_template
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from werkzeug.exceptions import HTTPException, ServiceUnavailable
+
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        # These four do not fall back to default-src, so they are spelled out.
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+        "object-src 'none'",
+    ]
+)
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    # Not no-referrer: Flask-WTF checks the Referer of POSTs made over HTTPS.
+    "Referrer-Policy": "same-origin",
+}
+
+DATABASE_UNAVAILABLE = (
+    "The database cannot be reached right now. Nothing was saved; "
+    "please try again in a moment."
+)
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(HTTPException, render_http_error)
+    # Pool exhausted (no connection within DB_POOL_TIMEOUT), server down,
+    # connection cut, statement_timeout: all mean "try again later".
+    # (Any other database error is a bug and stays a 500.)
+    for error in (PoolTimeoutError, OperationalError, InterfaceError):
+        app.register_error_handler(error, database_unavailable)
+    app.after_request(add_security_headers)
+
+
+def render_http_error(error: HTTPException):
+    headers = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
+    if error.code == 503:
+        headers.append(("Retry-After", "5"))
+    body = render_template("error.html", error=error)
+    return body, error.code, headers
+
+
+def database_unavailable(error: Exception):
+    return render_http_error(ServiceUnavailable(DATABASE_UNAVAILABLE))
+
+
+def add_security_headers(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+

@@ -1,0 +1,102 @@
+"""Tables of the contract, as typed SQLAlchemy models.
+
+Defaults and timestamps are computed by PostgreSQL (``server_default``), not
+by Python at import time, and rules that must hold under concurrency — the
+case-insensitive unique email — are enforced by the database itself.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Identity,
+    Index,
+    Integer,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAME_MAX = 100
+EMAIL_MIN, EMAIL_MAX = 3, 254
+EMAIL_UNIQUE_INDEX = "users_email_lower_key"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    email: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+    version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+
+    __mapper_args__ = {
+        # Optimistic locking: every UPDATE says "... WHERE version = <what I
+        # read>" and fails if another transaction saved in between.
+        "version_id_col": version,
+        # Fetch server-generated columns (id, timestamps) with RETURNING at
+        # flush, so they are loaded without another round trip.
+        "eager_defaults": True,
+    }
+    __table_args__ = (
+        CheckConstraint(
+            f"char_length(name) BETWEEN 1 AND {NAME_MAX}", name="users_name_length"
+        ),
+        CheckConstraint(
+            f"char_length(email) BETWEEN {EMAIL_MIN} AND {EMAIL_MAX}",
+            name="users_email_length",
+        ),
+        Index(EMAIL_UNIQUE_INDEX, func.lower(email), unique=True),
+        # ?q= substring search: trigram indexes serve ILIKE '%term%'.
+        Index(
+            "users_name_trgm_idx",
+            name,
+            postgresql_using="gin",
+            postgresql_ops={"name": "gin_trgm_ops"},
+        ),
+        Index(
+            "users_email_trgm_idx",
+            email,
+            postgresql_using="gin",
+            postgresql_ops={"email": "gin_trgm_ops"},
+        ),
+    )
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    # Deliberately not a foreign key: the history outlives the user.
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    action: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    detail: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, server_default="{}"
+    )
+
+    __table_args__ = (
+        CheckConstraint(
+            "action IN ('create', 'update', 'delete')", name="audit_events_action"
+        ),
+        Index("audit_events_user_id_idx", user_id, id.desc()),
+    )

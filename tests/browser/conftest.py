@@ -1,0 +1,110 @@
+"""Real-browser fixtures: the app under real gunicorn, headless Chromium, watched pages.
+
+One gunicorn server and one Chromium serve this package's tests (starting
+them is the slow part) and stop when it is done, so the rest of the suite
+never sees their processes or database connections. Every test gets fresh
+browser contexts, and the
+``_empty_tables`` fixture empties the database before each test. Every page
+a test opens is watched: any console error, uncaught exception or CSP
+violation fails that test.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Iterator
+
+import pytest
+from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
+from sqlalchemy import text
+
+from myapp.models import User
+from tests.support import chromium, factories
+from tests.support.server import PROJECT_ROOT, GunicornServer
+
+SCREENSHOTS = PROJECT_ROOT / "docs" / "screenshots"
+
+@pytest.fixture(scope="package")
+def live_server(database_url) -> Iterator[GunicornServer]:
+    with GunicornServer(database_url, workers=2, threads=4) as server:
+        yield server
+
+
+@pytest.fixture(scope="package")
+def chromium_browser():
+    reason = chromium.missing_reason()
+    if reason:
+        # CI must exercise the browser tests; only a developer's machine may skip them.
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"browser tests cannot run in CI: {reason}", pytrace=False)
+        pytest.skip(reason)
+    expect.set_options(timeout=chromium.TIMEOUT_MS)
+    with sync_playwright() as playwright:
+        browser = chromium.launch(playwright)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def new_context(chromium_browser, live_server) -> Iterator[Callable[..., BrowserContext]]:
+    """Make fresh browser contexts (separate visitors); all are watched and closed."""
+    opened: list[tuple[BrowserContext, chromium.PageWatch]] = []
+
+    def make(viewport=chromium.DESKTOP, **options) -> BrowserContext:
+        context = chromium_browser.new_context(base_url=live_server.url, viewport=viewport, **options)
+        context.set_default_timeout(chromium.TIMEOUT_MS)
+        watch = chromium.PageWatch()
+        watch.attach(context)
+        context.watch = watch
+        opened.append((context, watch))
+        return context
+
+    yield make
+    for context, _ in opened:
+        for open_page in context.pages:
+            open_page.evaluate("0")  # a round trip: earlier console events have arrived
+    problems = [problem for _, watch in opened for problem in watch.problems()]
+    for context, _ in opened:
+        context.close()
+    assert not problems, "the browser reported problems:\n" + "\n".join(problems)
+
+
+@pytest.fixture
+def page(new_context) -> Page:
+    return new_context().new_page()
+
+
+# Screenshots are committed: with every time on the page fixed, a run that
+# changes nothing in the UI rewrites identical files.
+FIX_TIMES = text("""
+    UPDATE audit_events SET at = TIMESTAMPTZ '2026-03-02 09:00:00+00' + id * INTERVAL '67 minutes';
+    UPDATE users SET
+        created_at = (SELECT min(at) FROM audit_events WHERE user_id = users.id),
+        updated_at = (SELECT max(at) FROM audit_events WHERE user_id = users.id);
+""")
+
+
+@pytest.fixture(scope="session")
+def screenshot(inspect_engine) -> Callable[..., None]:
+    """Save a full-page screenshot for the README: docs/screenshots/NAME.png.
+
+    ``fix_times=True`` first moves every stored time to a fixed calendar and
+    reloads the page (a GET page only), after the test has checked the real ones.
+    """
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    def save(page: Page, name: str, *, fix_times: bool = False) -> None:
+        if fix_times:
+            with inspect_engine.begin() as conn:
+                conn.execute(FIX_TIMES)
+            page.reload()
+        page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True, animations="disabled")
+
+    return save
+
+
+@pytest.fixture
+def make_user(app) -> Callable[..., User]:
+    """Arrange a user through the services: ``make_user(name, email)``."""
+    return functools.partial(factories.make_user, app)

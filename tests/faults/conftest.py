@@ -1,0 +1,47 @@
+"""Fixtures of the fault-injection suite: a TCP proxy in front of PostgreSQL,
+and a real gunicorn server whose ``DATABASE_URL`` goes through it."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.faults import report
+from tests.faults.workload import wait_for
+from tests.support.proxy import TcpProxy
+from tests.support.server import GunicornServer
+
+
+@pytest.fixture
+def proxy():
+    with TcpProxy() as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def proxied_url(database_url, proxy):
+    """The test database, reached through ``proxy``."""
+    return proxy.url_for(database_url)
+
+
+@pytest.fixture
+def start_server(proxied_url):
+    """``start_server(workers=..., threads=..., env=...)``: gunicorn via the proxy."""
+    servers = []
+
+    def start(workers: int = 2, **kwargs) -> GunicornServer:
+        server = GunicornServer(proxied_url, workers=workers, **kwargs)
+        servers.append(server)
+        server.__enter__()
+        # /healthz answers as soon as the first worker is up; wait for all.
+        assert wait_for(lambda: len(server.worker_pids()) == workers, timeout=30)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def pytest_terminal_summary(terminalreporter):
+    if report.FIGURES:
+        terminalreporter.write_sep("=", "fault-injection figures (see docs/reliability.md)")
+        terminalreporter.write_line(report.table())

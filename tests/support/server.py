@@ -1,0 +1,109 @@
+"""Start the real production server (gunicorn, gthread) for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+GUNICORN = Path(sys.executable).with_name("gunicorn")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class GunicornServer:
+    """``gunicorn -c gunicorn.conf.py wsgi:app`` on a free port, as operators run it.
+
+    Use as a context manager; it waits until ``/healthz`` answers, and on exit
+    stops the master (SIGTERM, graceful) and reaps every worker.
+    """
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        workers: int = 2,
+        threads: int = 4,
+        extra_args: tuple[str, ...] = (),
+        app_module: str = "wsgi:app",
+        env: dict[str, str] | None = None,
+        ready_timeout: float = 30.0,
+    ):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)
+        self.ready_timeout = ready_timeout
+        self.command = [str(GUNICORN), "-c", "gunicorn.conf.py", *extra_args, app_module]
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": str(database_url),
+            "PORT": str(self.port),
+            "WEB_CONCURRENCY": str(workers),
+            "GUNICORN_THREADS": str(threads),
+            "SECRET_KEY": "end-to-end-test-key",
+            **(env or {}),
+        }
+        self.env.pop("BIND", None)
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> GunicornServer:
+        self.process = subprocess.Popen(
+            self.command,
+            cwd=PROJECT_ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._wait_until_ready()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _wait_until_ready(self) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited early:\n{self.output()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)  # polling for readiness, not standing in for a result
+        self.stop()
+        raise RuntimeError(f"gunicorn did not become ready:\n{self.output()}")
+
+    def worker_pids(self) -> list[int]:
+        """PIDs of the master's current worker processes."""
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(self.process.pid)],
+            capture_output=True, text=True, check=False,
+        ).stdout
+        return [int(pid) for pid in out.split()]
+
+    def stop(self, timeout: float = 40.0) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        return self.process.returncode
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")

@@ -1,0 +1,97 @@
+"""The flask commands of the contract, run as an operator runs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from tests.support.database import drop_test_database, row_counts
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+FLASK = Path(sys.executable).with_name("flask")
+
+
+def flask(*args, database_url, timeout=120):
+    env = {**os.environ, "DATABASE_URL": str(database_url), "SECRET_KEY": "cli-test"}
+    return subprocess.run(
+        [str(FLASK), "--app", "app", *args],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def _schema(url):
+    engine = create_engine(url, poolclass=NullPool)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT tablename, indexname, indexdef FROM pg_indexes"
+                " WHERE schemaname = 'public' ORDER BY indexname"
+            )
+        ).all()
+    engine.dispose()
+    return rows
+
+
+def test_init_db_creates_the_database_then_is_idempotent(database_url):
+    url = make_url(database_url).set(database=make_url(database_url).database + "_cli")
+    try:
+        first = flask("init-db", database_url=url.render_as_string(hide_password=False))
+        assert first.returncode == 0, first.stderr
+        assert "Created database" in first.stdout
+        schema = _schema(url)
+        assert {"users", "audit_events"} <= {row.tablename for row in schema}
+        assert "users_email_lower_key" in {row.indexname for row in schema}
+
+        second = flask("init-db", database_url=url.render_as_string(hide_password=False))
+        assert second.returncode == 0, second.stderr
+        assert "exists" in second.stdout
+        assert _schema(url) == schema
+    finally:
+        drop_test_database(url)
+
+
+def test_init_db_on_an_unreachable_server_is_one_line_and_exit_1():
+    result = flask("init-db", database_url="postgresql+psycopg2://nobody@127.0.0.1:1/nowhere")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "cannot reach the database" in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_init_db_drop_yes_empties_the_tables(app, database_url, inspect_engine, runner):
+    assert runner.invoke(args=["seed-users", "--count", "5"]).exit_code == 0
+    assert row_counts(inspect_engine) == (5, 5)
+    result = flask("init-db", "--drop", "--yes", database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    assert row_counts(inspect_engine) == (0, 0)
+
+
+def test_init_db_drop_without_yes_asks_and_aborts(app, inspect_engine, runner):
+    assert runner.invoke(args=["seed-users", "--count", "2"]).exit_code == 0
+    result = runner.invoke(args=["init-db", "--drop"], input="n\n")
+    assert result.exit_code != 0
+    assert row_counts(inspect_engine) == (2, 2)
+
+
+def test_seed_users_inserts_users_with_audit_rows(database_url, inspect_engine):
+    result = flask("seed-users", "--count", "1234", database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    assert "Inserted 1234 users" in result.stdout
+    assert row_counts(inspect_engine) == (1234, 1234)
+    again = flask("seed-users", "--count", "10", database_url=database_url)
+    assert again.returncode == 0, again.stderr  # a second run never collides on emails
+    assert row_counts(inspect_engine) == (1244, 1244)
+
+
+def test_seed_users_rejects_a_bad_count(runner, app, inspect_engine):
+    for count in ("0", "-3", "many"):
+        result = runner.invoke(args=["seed-users", "--count", count])
+        assert result.exit_code == 2
+    assert row_counts(inspect_engine) == (0, 0)

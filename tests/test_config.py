@@ -1,0 +1,53 @@
+"""Settings from the environment, and the shared SECRET_KEY file."""
+
+from __future__ import annotations
+
+import stat
+from concurrent.futures import ProcessPoolExecutor
+
+import pytest
+
+from myapp import config
+
+
+def test_secret_key_file_is_created_once_with_mode_0600(tmp_path, monkeypatch):
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    first = config.load_secret_key(tmp_path)
+    assert len(first) >= 32
+    assert stat.S_IMODE((tmp_path / "secret_key").stat().st_mode) == 0o600
+    assert config.load_secret_key(tmp_path) == first
+
+
+def _load(path):
+    return config.load_secret_key(path)
+
+
+def test_workers_starting_together_agree_on_one_key(tmp_path, monkeypatch):
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    with ProcessPoolExecutor(4) as pool:
+        keys = list(pool.map(_load, [tmp_path] * 16))
+    assert len(set(keys)) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["secret_key"]
+
+
+def test_secret_key_from_the_environment_wins(tmp_path, monkeypatch):
+    monkeypatch.setenv("SECRET_KEY", "from-env")
+    assert config.load_secret_key(tmp_path) == "from-env"
+    assert not (tmp_path / "secret_key").exists()
+
+
+def test_pool_size_defaults_to_the_threads(tmp_path, monkeypatch):
+    monkeypatch.setenv("SECRET_KEY", "x")
+    monkeypatch.setenv("GUNICORN_THREADS", "6")
+    monkeypatch.delenv("DB_POOL_SIZE", raising=False)
+    assert config.from_environment(tmp_path)["DB_POOL_SIZE"] == 6
+    monkeypatch.setenv("DB_POOL_SIZE", "3")
+    assert config.from_environment(tmp_path)["DB_POOL_SIZE"] == 3
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "2.5"])
+def test_malformed_numbers_are_refused_with_the_variable_named(tmp_path, monkeypatch, value):
+    monkeypatch.setenv("SECRET_KEY", "x")
+    monkeypatch.setenv("DB_POOL_TIMEOUT", value)
+    with pytest.raises(config.ConfigError, match="DB_POOL_TIMEOUT"):
+        config.from_environment(tmp_path)

@@ -1,0 +1,72 @@
+"""End to end: real gunicorn (gthread, 2 workers x 4 threads) under concurrent form posts."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sqlalchemy import text
+
+from tests.support.database import row_counts
+from tests.support.http import Browser
+from tests.support.sampling import ConnectionSampler, app_connections
+from tests.support.server import GunicornServer
+
+pytestmark = pytest.mark.server
+
+WORKERS, THREADS = 2, 4
+CLIENTS, CREATES = 16, 100
+
+def test_concurrent_creates_through_gunicorn(database_url, inspect_engine):
+    with GunicornServer(database_url, workers=WORKERS, threads=THREADS) as server:
+        names = [f"myapp[{pid}]" for pid in server.worker_pids()]
+        assert len(names) == WORKERS
+        browsers = [Browser(server.url) for _ in range(CLIENTS)]
+        tokens = [browser.csrf_token() for browser in browsers]
+        sampler = ConnectionSampler(inspect_engine)
+        sampler.start()
+
+        def create(n):
+            browser, token = browsers[n % CLIENTS], tokens[n % CLIENTS]
+            response = browser.submit(
+                "/users", {"name": f"Load {n}", "email": f"load{n}@example.com"}, token=token
+            )
+            return response.status_code, response.headers.get("Location", "")
+
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            results = list(pool.map(create, range(CREATES)))
+        sampler.stop()
+
+        assert [status for status, _ in results] == [303] * CREATES
+        assert all("/users/" in location for _, location in results)
+        assert row_counts(inspect_engine) == (CREATES, CREATES)
+        assert sampler.samples > 0
+        assert 0 < sampler.peak <= WORKERS * THREADS
+        total, idle_in_transaction = app_connections(inspect_engine)
+        assert total <= WORKERS * THREADS
+        assert idle_in_transaction == 0
+        # Every acknowledged create has its audit row.
+        with inspect_engine.connect() as conn:
+            orphans = conn.scalar(
+                text(
+                    "SELECT count(*) FROM users u LEFT JOIN audit_events a"
+                    " ON a.user_id = u.id AND a.action = 'create' WHERE a.id IS NULL"
+                )
+            )
+        assert orphans == 0
+
+
+def test_csrf_token_from_one_worker_is_accepted_by_the_other(database_url, inspect_engine):
+    """SECRET_KEY is shared, so any worker verifies any worker's token."""
+    with GunicornServer(database_url, workers=WORKERS, threads=1) as server:
+        statuses = []
+        for n in range(12):  # new connections spread over both workers
+            browser = Browser(server.url)
+            token = browser.csrf_token()
+            browser.http.close()  # the POST goes out on a fresh connection
+            statuses.append(
+                browser.submit("/users", {"name": f"W {n}", "email": f"w{n}@example.com"},
+                               token=token).status_code
+            )
+    assert statuses == [303] * 12
+    assert row_counts(inspect_engine) == (12, 12)

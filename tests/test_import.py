@@ -1,0 +1,281 @@
+"""CSV import, through the web form (file and textarea) and the CLI."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event, text
+
+from myapp import db, importing, users
+from myapp.validation import UserFields
+from tests.support.database import row_counts, table_snapshot
+from tests.support.forms import csrf_token
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+# Line numbers are the file's own, counting the header as line 1.
+MIXED = (
+    "name,email\n"                          # 1
+    "Good One,one@example.com\n"            # 2
+    ",noname@example.com\n"                 # 3 invalid: empty name
+    "Bad Mail,not-an-email\n"               # 4 invalid: address
+    "\n"                                    # 5 blank: skipped, not rejected
+    "Existing,EXISTING@example.com\n"       # 6 duplicate of a user in the database
+    "Good Two,two@example.com\n"            # 7
+    "Again,ONE@example.com\n"               # 8 duplicate of line 2
+    "Extra,extra@example.com,surplus\n"     # 9 extra column
+    '"Quoted, Name",quoted@example.com\n'   # 10 good, with a comma inside quotes
+    "Short\n"                               # 11 missing column
+)
+MIXED_REJECTED = [
+    (3, "Enter a name."),
+    (4, "Enter a valid email address."),
+    (6, "already exists"),
+    (8, "Duplicate of line 2."),
+    (9, "Expected 2 columns, found 3."),
+    (11, "Expected 2 columns, found 1."),
+]
+MIXED_CREATED = {"one@example.com", "two@example.com", "quoted@example.com"}
+
+
+@pytest.fixture
+def existing_user(app):
+    with app.app_context():
+        return users.create_user(db.Session(), UserFields("Existing", "existing@example.com"))
+
+
+def stored_emails(engine):
+    with engine.connect() as conn:
+        return {email for (email,) in conn.execute(text("SELECT email FROM users"))}
+
+
+def upload(client, content: bytes | str, filename="users.csv", field="file"):
+    token = csrf_token(client, "/users/import")
+    if field == "file":
+        data = content.encode() if isinstance(content, str) else content
+        payload = {"file": (io.BytesIO(data), filename)}
+    else:
+        payload = {"csv": content}
+    return client.post(
+        "/users/import", data={"csrf_token": token, **payload}, content_type="multipart/form-data"
+    )
+
+
+def assert_mixed_report(html):
+    assert "created 3, rejected 6" in html
+    for line, reason in MIXED_REJECTED:
+        assert f"line {line}</td><td>" in html
+        row = html[html.index(f"line {line}</td>"):]
+        assert reason in row[: row.index("</tr>")]
+
+
+def test_import_form_has_file_and_textarea(client):
+    html = client.get("/users/import").get_data(as_text=True)
+    assert 'enctype="multipart/form-data"' in html
+    assert 'type="file"' in html and 'name="file"' in html
+    assert "<textarea" in html and 'name="csv"' in html and 'name="csrf_token"' in html
+
+
+@pytest.mark.parametrize("field", ["file", "csv"])
+def test_mixed_file_keeps_good_rows_and_reports_each_bad_one(client, inspect_engine, existing_user, field):
+    response = upload(client, MIXED, field=field)
+    assert response.status_code == 200
+    assert_mixed_report(response.get_data(as_text=True))
+    assert stored_emails(inspect_engine) == MIXED_CREATED | {"existing@example.com"}
+    assert row_counts(inspect_engine) == (4, 4)  # every created user has its audit row
+
+
+def test_import_audit_rows_record_their_source_line(client, inspect_engine):
+    upload(client, "name,email\nA,a@example.com\nB,b@example.com\n")
+    with inspect_engine.connect() as conn:
+        lines = conn.execute(
+            text("SELECT detail->>'email', (detail->>'line')::int FROM audit_events ORDER BY 2")
+        ).all()
+    assert lines == [("a@example.com", 2), ("b@example.com", 3)]
+
+
+def test_cli_imports_exactly_as_the_web_does(database_url, inspect_engine, existing_user, tmp_path):
+    path = tmp_path / "mixed.csv"
+    path.write_text(MIXED)
+    result = run_cli(database_url, str(path))
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "created 3, rejected 6"
+    assert [int(line.split(":")[0].removeprefix("line ")) for line in lines[1:]] == [
+        line for line, _ in MIXED_REJECTED
+    ]
+    for output, (_, reason) in zip(lines[1:], MIXED_REJECTED):
+        assert reason in output
+    assert stored_emails(inspect_engine) == MIXED_CREATED | {"existing@example.com"}
+
+
+def test_cli_exit_0_when_nothing_is_rejected(database_url, inspect_engine, tmp_path):
+    path = tmp_path / "good.csv"
+    path.write_text("name,email\nA,a@example.com\n")
+    result = run_cli(database_url, str(path))
+    assert result.returncode == 0
+    assert result.stdout.strip() == "created 1, rejected 0"
+
+
+def run_cli(database_url, *args):
+    env = {**os.environ, "DATABASE_URL": str(database_url), "SECRET_KEY": "cli-test"}
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("flask")), "--app", "app", "import-users", *args],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_utf8_bom_and_crlf_are_accepted(client, inspect_engine):
+    response = upload(client, "\ufeffname,email\r\nZoë,zoe@example.com\r\n".encode())
+    assert "created 1, rejected 0" in response.get_data(as_text=True)
+    assert stored_emails(inspect_engine) == {"zoe@example.com"}
+
+
+def test_header_columns_may_be_reordered_and_padded(client, inspect_engine):
+    response = upload(client, " Email , NAME \nx@example.com,X\n")
+    assert "created 1, rejected 0" in response.get_data(as_text=True)
+
+
+def test_multiline_quoted_field_is_reported_at_its_first_line(client):
+    content = 'name,email\n"Two\nLines",two@example.com\nOk,ok@example.com\n'
+    html = upload(client, content).get_data(as_text=True)
+    assert "created 1, rejected 1" in html and "line 2</td>" in html
+
+
+FORMAT_ERRORS = {
+    "no header": ("Ada,ada@example.com\n", "header"),
+    "wrong header": ("first,last\nA,B\n", "header"),
+    "empty file": ("", "empty"),
+    "only blank lines": ("\n\n\n", "empty"),
+    "latin-1": ("name,email\nJos\xe9,jose@example.com\n".encode("latin-1"), "UTF-8"),
+    "binary": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "UTF-8"),
+    "bad bytes late": (
+        ("name,email\n" + "".join(f"U{n},u{n}@example.com\n" for n in range(3000))).encode()
+        + b"Late,\xff\xfe@example.com\n",
+        "UTF-8",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", FORMAT_ERRORS, ids=list(FORMAT_ERRORS))
+def test_unreadable_input_is_422_and_writes_nothing(client, inspect_engine, existing_user, case):
+    content, message = FORMAT_ERRORS[case]
+    before = table_snapshot(inspect_engine)
+    response = upload(client, content)
+    html = response.get_data(as_text=True)
+    assert response.status_code == 422
+    assert message in html and "Nothing was imported" in html
+    assert table_snapshot(inspect_engine) == before
+
+
+@pytest.mark.parametrize("case", ["no header", "latin-1", "bad bytes late"])
+def test_cli_unreadable_input_is_exit_2_and_writes_nothing(database_url, inspect_engine, tmp_path, case):
+    content, message = FORMAT_ERRORS[case]
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    before = table_snapshot(inspect_engine)
+    result = run_cli(database_url, str(path))
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert table_snapshot(inspect_engine) == before
+
+
+def test_cli_missing_file_is_exit_2(database_url):
+    result = run_cli(database_url, "/no/such/file.csv")
+    assert result.returncode == 2
+    assert "cannot read" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_nothing_submitted_is_422(client, inspect_engine):
+    token = csrf_token(client, "/users/import")
+    before = table_snapshot(inspect_engine)
+    response = client.post("/users/import", data={"csrf_token": token, "csv": "   "},
+                           content_type="multipart/form-data")
+    assert response.status_code == 422
+    assert "Choose a CSV file" in response.get_data(as_text=True)
+    assert table_snapshot(inspect_engine) == before
+
+
+def test_upload_over_5_mb_is_413_and_writes_nothing(client, inspect_engine):
+    before = table_snapshot(inspect_engine)
+    big = "name,email\n" + "".join(f"User {n},user{n}@example.com\n" for n in range(200_000))
+    assert len(big) > 5 * 1024 * 1024
+    response = upload(client, big)
+    assert response.status_code == 413
+    assert table_snapshot(inspect_engine) == before
+
+
+def test_pasted_csv_larger_than_werkzeugs_default_form_limit_is_accepted(client, inspect_engine):
+    rows = 20_000  # ~700 kB, above Werkzeug's 500 kB default for form fields
+    text_csv = "name,email\n" + "".join(f"User {n},user{n}@example.com\n" for n in range(rows))
+    response = upload(client, text_csv, field="csv")
+    assert response.status_code == 200
+    assert f"created {rows}, rejected 0" in response.get_data(as_text=True)
+    assert row_counts(inspect_engine) == (rows, rows)
+
+
+def test_import_without_csrf_is_400_and_writes_nothing(client, inspect_engine):
+    before = table_snapshot(inspect_engine)
+    response = client.post("/users/import", data={"csv": "name,email\nA,a@example.com\n"},
+                           content_type="multipart/form-data")
+    assert response.status_code == 400
+    assert table_snapshot(inspect_engine) == before
+
+
+def test_nul_byte_rejects_its_row_alone(client, inspect_engine):
+    html = upload(client, "name,email\nA\x00,a@example.com\nB,b@example.com\n").get_data(as_text=True)
+    assert "created 1, rejected 1" in html and "line 2</td>" in html
+    assert stored_emails(inspect_engine) == {"b@example.com"}
+
+
+def test_a_batch_refused_by_the_database_is_split_to_find_the_bad_row(app, inspect_engine):
+    """Rows that pass the pre-check but collide in the database (here: an
+    address taken by a concurrent transaction between the pre-check and the
+    INSERT) are found by splitting the batch's savepoint; the rest is kept."""
+    rows = "".join(f"User {n},user{n}@example.com\n" for n in range(10))
+    raced = []
+
+    def racer_commits_first(conn, cursor, statement, parameters, context, executemany):
+        if "INSERT INTO users" in statement and not raced:
+            raced.append(True)
+            with inspect_engine.begin() as other:
+                other.execute(text("INSERT INTO users (name, email) VALUES ('Racer', 'USER7@example.com')"))
+
+    engine = db.engine()
+    event.listen(engine, "before_cursor_execute", racer_commits_first)
+    try:
+        with app.app_context():
+            report = importing.import_users(db.Session(), io.StringIO("name,email\n" + rows))
+    finally:
+        event.remove(engine, "before_cursor_execute", racer_commits_first)
+    assert raced
+    assert report.created == 9
+    assert [(r.line, r.reason) for r in report.rejected] == [
+        (9, users.EmailTaken.message)
+    ]
+    assert row_counts(inspect_engine) == (10, 9)  # 9 imported + the racer (no audit row)
+
+
+def test_large_import_in_several_batches_counts_exactly(app, inspect_engine):
+    lines = ["name,email\n"]
+    expected_rejected = []
+    for n in range(2500):
+        line = n + 2
+        if n and n % 97 == 0:
+            lines.append(f"Dup {n},USER0@example.com\n")  # duplicate of line 2
+            expected_rejected.append((line, "Duplicate of line 2."))
+        elif n and n % 101 == 0:
+            lines.append(f",user{n}@example.com\n")
+            expected_rejected.append((line, "Enter a name."))
+        else:
+            lines.append(f"User {n},user{n}@example.com\n")
+    with app.app_context():
+        report = importing.import_users(db.Session(), io.StringIO("".join(lines)), batch_size=100)
+    assert [(r.line, r.reason) for r in report.rejected] == expected_rejected
+    assert report.created == 2500 - len(expected_rejected)
+    assert row_counts(inspect_engine) == (report.created, report.created)

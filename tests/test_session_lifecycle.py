@@ -1,0 +1,226 @@
+"""The session practices of the seed guide, checked against myapp's own
+session factory and engine: teardown, thread isolation, object states,
+flush vs commit vs rollback, and the per-connection server settings."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from sqlalchemy import inspect, select, text
+
+from myapp import db
+from myapp.models import User
+
+
+def test_teardown_removes_the_session_after_each_request(app, client):
+    response = client.get("/users")
+    assert response.status_code == 200
+    # The request ran in this thread; teardown_appcontext must have removed
+    # the thread's session and returned its connection to the pool.
+    assert not db.Session.registry.has()
+    assert db.engine().pool.checkedout() == 0
+
+
+def test_teardown_removes_the_session_after_a_failed_request(app, client):
+    assert client.get("/users/424242").status_code == 404
+    assert not db.Session.registry.has()
+    assert db.engine().pool.checkedout() == 0
+
+
+def test_teardown_removes_the_session_after_a_cli_command(app, runner):
+    result = runner.invoke(args=["seed-users", "--count", "3"])
+    assert result.exit_code == 0, result.output
+    assert not db.Session.registry.has()
+    assert db.engine().pool.checkedout() == 0
+
+
+def test_teardown_never_commits(app):
+    # A view that adds an object but never commits leaves nothing behind.
+    with app.app_context():
+        db.Session().add(User(name="Uncommitted", email="uncommitted@example.com"))
+        db.Session().flush()
+    with app.app_context():
+        assert db.Session().scalar(select(User).filter_by(name="Uncommitted")) is None
+
+
+def test_one_registry_gives_each_thread_its_own_session(app):
+    seen = {}
+    barrier = threading.Barrier(2)
+
+    def grab(key):
+        with app.app_context():
+            seen[key] = db.Session()
+            barrier.wait()  # both threads hold their session at the same time
+
+    threads = [threading.Thread(target=grab, args=(k,)) for k in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen["a"] is not seen["b"]
+
+
+def test_rollback_in_one_thread_leaves_the_other_threads_pending_objects(app):
+    added = threading.Event()
+    rolled_back = threading.Event()
+    result = {}
+
+    def keeper():
+        with app.app_context():
+            user = User(name="Keeper", email="keeper@example.com")
+            db.Session().add(user)
+            added.set()
+            rolled_back.wait(10)
+            result["state"] = inspect(user)
+            result["pending"] = inspect(user).pending
+            result["in_session"] = user in db.Session()
+
+    def roller():
+        with app.app_context():
+            added.wait(10)
+            session = db.Session()
+            session.add(User(name="Roller", email="roller@example.com"))
+            session.rollback()
+            result["roller_new"] = list(session.new)
+            rolled_back.set()
+
+    threads = [threading.Thread(target=keeper), threading.Thread(target=roller)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert result["roller_new"] == []
+    assert result["pending"] is True
+    assert result["in_session"] is True
+
+
+def test_object_states_through_inspect(app):
+    with app.app_context():
+        session = db.Session()
+        user = User(name="Alice", email="alice@example.com")
+        assert inspect(user).transient
+
+        session.add(user)
+        assert inspect(user).pending
+
+        session.commit()  # the auto-begun transaction; commit flushes first
+        assert inspect(user).persistent
+        user_id = user.id
+
+        session.delete(user)
+        session.flush()
+        assert inspect(user).deleted
+
+        session.rollback()  # the delete is undone; the user is back
+        assert inspect(user).persistent
+        assert user.name == "Alice"  # rollback expired it: this reloads the row
+
+        session.close()
+        assert inspect(user).detached
+        # Loaded attributes stay readable on a detached object.
+        assert user.name == "Alice" and user.id == user_id
+
+
+def _visible_elsewhere(engine, email) -> bool:
+    with engine.connect() as conn:
+        return bool(conn.scalar(text("SELECT count(*) FROM users WHERE email = :e"), {"e": email}))
+
+
+def test_flush_sends_sql_and_assigns_the_id_but_does_not_commit(app, inspect_engine):
+    with app.app_context():
+        session = db.Session()
+        user = User(name="Flush", email="flush@example.com")
+        session.add(user)
+        assert user.id is None
+        session.flush()
+        assert user.id is not None  # id available
+        assert not _visible_elsewhere(inspect_engine, "flush@example.com")  # not committed
+        session.rollback()
+        assert not _visible_elsewhere(inspect_engine, "flush@example.com")
+
+
+def test_commit_makes_changes_visible_to_other_connections(app, inspect_engine):
+    with app.app_context():
+        session = db.Session()
+        user = User(name="Commit", email="commit@example.com")
+        with session.begin():
+            session.add(user)
+        assert user.id is not None
+        assert _visible_elsewhere(inspect_engine, "commit@example.com")
+        # expire_on_commit=False: no reload needed to read it after commit.
+        assert "name" not in inspect(user).expired_attributes
+
+
+def test_rollback_discards_the_insert_and_resets_the_object(app, inspect_engine):
+    with app.app_context():
+        session = db.Session()
+        user = User(name="Rollback", email="rollback@example.com")
+        session.add(user)
+        session.flush()
+        session.rollback()
+        assert inspect(user).transient  # back to a plain object
+        assert not _visible_elsewhere(inspect_engine, "rollback@example.com")
+
+
+def test_savepoint_rolls_back_only_its_own_work(app, inspect_engine):
+    with app.app_context():
+        session = db.Session()
+        with session.begin():
+            session.add(User(name="Kept", email="kept@example.com"))
+            savepoint = session.begin_nested()
+            session.add(User(name="Dropped", email="dropped@example.com"))
+            session.flush()
+            savepoint.rollback()
+        assert _visible_elsewhere(inspect_engine, "kept@example.com")
+        assert not _visible_elsewhere(inspect_engine, "dropped@example.com")
+
+
+def test_each_connection_carries_server_side_limits_and_a_name(app):
+    with app.app_context():
+        session = db.Session()
+        statement_timeout = session.scalar(text("SHOW statement_timeout"))
+        idle_timeout = session.scalar(text("SHOW idle_in_transaction_session_timeout"))
+        name = session.scalar(text("SELECT current_setting('application_name')"))
+    assert statement_timeout == "10s"
+    assert idle_timeout == "30s"
+    assert name == f"myapp[{os.getpid()}]"
+
+
+def test_pool_is_sized_from_the_config(app):
+    pool = db.engine().pool
+    assert pool.size() == app.config["DB_POOL_SIZE"]
+    assert pool._max_overflow == 0
+    assert pool._pre_ping is True
+
+
+def test_exhausted_pool_answers_503_after_the_pool_timeout(app, client):
+    """Every connection busy: a request waits DB_POOL_TIMEOUT, then gets the
+    site's 503 page — and the pool is whole again afterwards."""
+    size = app.config["DB_POOL_SIZE"]
+    holding = threading.Barrier(size + 1)
+    release = threading.Event()
+
+    def hold_a_connection():
+        with app.app_context():
+            db.Session().execute(text("SELECT 1"))  # checks out and keeps a connection
+            holding.wait()
+            release.wait(30)
+
+    holders = [threading.Thread(target=hold_a_connection) for _ in range(size)]
+    for holder in holders:
+        holder.start()
+    try:
+        holding.wait()
+        assert db.engine().pool.checkedout() == size
+        response = client.get("/users")
+        assert response.status_code == 503
+        assert "cannot be reached" in response.get_data(as_text=True)
+        assert response.headers["Retry-After"] == "5"
+        assert client.get("/healthz").json == {"status": "error", "database": "unavailable"}
+    finally:
+        release.set()
+        for holder in holders:
+            holder.join()
+    assert db.engine().pool.checkedout() == 0
+    assert client.get("/users").status_code == 200

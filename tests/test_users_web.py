@@ -1,0 +1,327 @@
+"""The pages and behaviours of the contract for creating, listing and showing users."""
+
+from __future__ import annotations
+
+import re
+import threading
+
+import pytest
+from sqlalchemy import text
+
+from myapp import db, users
+from myapp.validation import UserFields
+from tests.support.database import row_counts, table_snapshot
+from tests.support.factories import make_user
+from tests.support.forms import csrf_token, submit
+
+
+
+# --- pages ---------------------------------------------------------------
+
+
+def test_root_redirects_to_the_list(client):
+    response = client.get("/")
+    assert response.status_code in (301, 302, 303, 308)
+    assert response.headers["Location"].endswith("/users")
+
+
+def test_new_user_form_has_the_contract_fields(client):
+    html = client.get("/users/new").get_data(as_text=True)
+    assert 'action="/users"' in html and 'method="post"' in html
+    for field in ('name="name"', 'name="email"', 'name="csrf_token"'):
+        assert field in html
+    assert '<label for="name">' in html and '<label for="email">' in html
+
+
+def test_create_redirects_to_the_user_with_a_flashed_confirmation(client, inspect_engine):
+    response = submit(client, "/users", {"name": "  Grace Hopper ", "email": " grace@example.com "})
+    assert response.status_code == 303
+    match = re.fullmatch(r".*/users/(\d+)", response.headers["Location"])
+    assert match
+    page = client.get(response.headers["Location"])
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert "was created" in html and "Grace Hopper" in html and "grace@example.com" in html
+    # Stored trimmed, with one audit row written in the same transaction.
+    with inspect_engine.connect() as conn:
+        user = conn.execute(text("SELECT id, name, email, version FROM users")).one()
+        audit = conn.execute(text("SELECT user_id, action, detail FROM audit_events")).one()
+    assert user == (int(match.group(1)), "Grace Hopper", "grace@example.com", 1)
+    assert audit == (user.id, "create", {"name": "Grace Hopper", "email": "grace@example.com"})
+    # The flash is shown once.
+    assert "was created" not in client.get(response.headers["Location"]).get_data(as_text=True)
+
+
+def test_detail_shows_times_and_history(app, client):
+    user = make_user(app)
+    html = client.get(f"/users/{user.id}").get_data(as_text=True)
+    assert "Ada Lovelace" in html and "ada@example.com" in html
+    assert "Created" in html and "Updated" in html
+    assert 'class="history"' in html and "Created</span>" in html
+
+
+@pytest.mark.parametrize("path", ["/users/999999", "/users/0", "/users/-1", "/users/abc",
+                                  "/users/99999999999999999999999", "/no/such/page"])
+def test_unknown_pages_are_404_pages(client, path):
+    response = client.get(path)
+    assert response.status_code == 404
+    html = response.get_data(as_text=True)
+    assert "Not Found" in html and "<html" in html and "Traceback" not in html
+
+
+def test_wrong_method_is_a_405_page(client):
+    response = client.delete("/users")
+    assert response.status_code == 405
+    assert "GET" in response.headers["Allow"]
+    assert "Method Not Allowed" in response.get_data(as_text=True)
+
+
+def test_healthz_reports_the_database(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json == {"status": "ok", "database": "ok"}
+
+
+# --- list, pagination, search -------------------------------------------
+
+
+def seed(app, count, name="Person"):
+    with app.app_context():
+        for n in range(count):
+            users.create_user(db.Session(), UserFields(f"{name} {n}", f"{name.lower()}{n}@example.com"))
+
+
+def test_list_shows_newest_first_with_links(app, client):
+    seed(app, 3)
+    html = client.get("/users").get_data(as_text=True)
+    assert html.index("Person 2") < html.index("Person 1") < html.index("Person 0")
+    assert re.search(r'href="/users/\d+"', html)
+    assert "person0@example.com" in html
+
+
+def test_list_is_empty_friendly(client):
+    html = client.get("/users").get_data(as_text=True)
+    assert "No users yet" in html
+    assert 'rel="next"' not in html
+
+
+def _ids(html):
+    return [int(i) for i in re.findall(r'<a href="/users/(\d+)"', html)]
+
+
+def test_keyset_pages_walk_every_user_once(app, client):
+    seed(app, 7)
+    seen, url = [], "/users?limit=3"
+    while url:
+        html = client.get(url).get_data(as_text=True)
+        seen += _ids(html)
+        match = re.search(r'<a rel="next" href="([^"]+)"', html)
+        url = match.group(1).replace("&amp;", "&") if match else None
+    assert seen == sorted(seen, reverse=True)
+    assert len(seen) == len(set(seen)) == 7
+
+
+def test_default_page_is_50_and_limit_is_clamped(app, client):
+    seed(app, 205)
+    assert len(_ids(client.get("/users").get_data(as_text=True))) == 50
+    assert len(_ids(client.get("/users?limit=500").get_data(as_text=True))) == 200
+    assert len(_ids(client.get("/users?limit=0").get_data(as_text=True))) == 1
+    assert len(_ids(client.get("/users?limit=-4").get_data(as_text=True))) == 1
+
+
+@pytest.mark.parametrize("query", ["limit=abc", "limit=1.5", "after=xyz", "after=%00", "limit=--5",
+                                   "after=" + "9" * 5000, "limit=%2B3", "limit=1e3",
+                                   "limit=%D9%A3", "q=%00", "q=" + "x" * 201])
+def test_nonsense_query_arguments_are_400_pages(client, query):
+    response = client.get(f"/users?{query}")
+    assert response.status_code == 400
+    assert "Bad Request" in response.get_data(as_text=True)
+
+
+def test_huge_cursor_is_harmless(app, client):
+    seed(app, 2)
+    response = client.get("/users?after=999999999999999999999999")
+    assert response.status_code == 200
+    assert len(_ids(response.get_data(as_text=True))) == 2
+
+
+def test_search_matches_name_or_email_case_insensitively(app, client):
+    make_user(app, "Zoë Quinn", "zq@example.com")
+    make_user(app, "Bob", "BOBBY.QUINN@example.com")
+    make_user(app, "Carol", "carol@example.com")
+    html = client.get("/users?q=quinn").get_data(as_text=True)
+    assert "Zoë Quinn" in html and "BOBBY.QUINN@example.com" in html
+    assert "Carol" not in html
+    assert 'value="quinn"' in html  # the box keeps the query
+
+
+def test_search_treats_like_wildcards_literally(app, client):
+    make_user(app, "100% real", "pct@example.com")
+    make_user(app, "Plain", "plain@example.com")
+    html = client.get("/users?q=%25").get_data(as_text=True)
+    assert "100% real" in html and "Plain" not in html
+
+
+def test_search_pages_keep_the_query(app, client):
+    seed(app, 4, name="Match")
+    seed(app, 3, name="Other")
+    html = client.get("/users?q=match&limit=2").get_data(as_text=True)
+    next_link = re.search(r'<a rel="next" href="([^"]+)"', html).group(1).replace("&amp;", "&")
+    assert "q=match" in next_link
+    html = client.get(next_link).get_data(as_text=True)
+    assert "Match" in html and "Other" not in html
+
+
+# --- bad input: clear answer, nothing written -----------------------------
+
+BAD_INPUTS = {
+    "empty name": ({"name": "", "email": "a@example.com"}, "name"),
+    "blank name": ({"name": "   \t ", "email": "a@example.com"}, "name"),
+    "missing name": ({"email": "a@example.com"}, "name"),
+    "long name": ({"name": "n" * 101, "email": "a@example.com"}, "name"),
+    "NUL in name": ({"name": "a\x00b", "email": "a@example.com"}, "name"),
+    "control char": ({"name": "bell\x07", "email": "a@example.com"}, "name"),
+    "newline": ({"name": "two\nlines", "email": "a@example.com"}, "name"),
+    "empty email": ({"name": "Ann", "email": ""}, "email"),
+    "no at-sign": ({"name": "Ann", "email": "ann.example.com"}, "email"),
+    "no domain dot": ({"name": "Ann", "email": "ann@localhost"}, "email"),
+    "too short": ({"name": "Ann", "email": "a@"}, "email"),
+    "too long": ({"name": "Ann", "email": "a" * 250 + "@example.com"}, "email"),
+    "NUL in email": ({"name": "Ann", "email": "ann\x00@example.com"}, "email"),
+    "spaces inside": ({"name": "Ann", "email": "an n@example.com"}, "email"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
+def test_invalid_input_is_422_with_the_message_beside_the_field(client, inspect_engine, case):
+    data, bad_field = BAD_INPUTS[case]
+    before = table_snapshot(inspect_engine)
+    response = submit(client, "/users", data)
+    html = response.get_data(as_text=True)
+    assert response.status_code == 422
+    assert f'id="{bad_field}-error"' in html
+    assert f'aria-describedby="{bad_field}-hint {bad_field}-error"' in html
+    assert 'class="error-summary"' in html
+    assert table_snapshot(inspect_engine) == before
+
+
+def test_invalid_form_keeps_the_entered_values(client):
+    response = submit(client, "/users", {"name": "Kept Name", "email": "not-an-email"})
+    html = response.get_data(as_text=True)
+    assert 'value="Kept Name"' in html and 'value="not-an-email"' in html
+
+
+def test_taken_email_is_409_in_any_letter_case(app, client, inspect_engine):
+    make_user(app, "First", "taken@example.com")
+    before = table_snapshot(inspect_engine)
+    response = submit(client, "/users", {"name": "Second", "email": "TAKEN@Example.com"})
+    assert response.status_code == 409
+    html = response.get_data(as_text=True)
+    assert "already exists" in html and 'value="Second"' in html
+    assert table_snapshot(inspect_engine) == before
+
+
+def test_missing_or_wrong_csrf_token_is_400_and_writes_nothing(client, inspect_engine):
+    before = table_snapshot(inspect_engine)
+    data = {"name": "Mallory", "email": "mallory@example.com"}
+    missing = client.post("/users", data=data)
+    wrong = client.post("/users", data={**data, "csrf_token": "forged"})
+    for response in (missing, wrong):
+        assert response.status_code == 400
+        assert "CSRF" in response.get_data(as_text=True)
+    assert table_snapshot(inspect_engine) == before
+
+
+def test_non_utf8_body_is_400_and_writes_nothing(client, inspect_engine):
+    token = csrf_token(client)
+    before = table_snapshot(inspect_engine)
+    body = f"csrf_token={token}&name=Jos%E9&email=jose@example.com".encode()
+    response = client.post("/users", data=body, content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 400
+    assert "UTF-8" in response.get_data(as_text=True)
+    assert table_snapshot(inspect_engine) == before
+
+
+def test_non_utf8_multipart_field_is_422_and_writes_nothing(client, inspect_engine):
+    token = csrf_token(client)
+    before = table_snapshot(inspect_engine)
+    boundary = "b0undary"
+    body = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\n{token}\r\n"
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nJos\xe9\r\n"
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"email\"\r\n\r\njose@example.com\r\n"
+        f"--{boundary}--\r\n"
+    ).encode("latin-1")
+    response = client.post("/users", data=body, content_type=f"multipart/form-data; boundary={boundary}")
+    assert response.status_code == 422
+    assert table_snapshot(inspect_engine) == before
+
+
+def test_oversize_body_is_413_and_writes_nothing(client, inspect_engine):
+    token = csrf_token(client)
+    before = table_snapshot(inspect_engine)
+    response = client.post(
+        "/users", data={"csrf_token": token, "name": "x" * (6 * 1024 * 1024), "email": "big@example.com"}
+    )
+    assert response.status_code == 413
+    assert "Too Large" in response.get_data(as_text=True)
+    assert table_snapshot(inspect_engine) == before
+
+
+def test_simultaneous_creates_of_one_email_give_one_user_and_409s(app, inspect_engine):
+    """The race check-then-insert loses: both requests pass any check, the
+    unique index decides, and the loser gets a 409 — never a 500."""
+    clients = [app.test_client() for _ in range(8)]
+    tokens = [csrf_token(c) for c in clients]
+    barrier = threading.Barrier(len(clients))
+    statuses = []
+
+    def create(client, token):
+        barrier.wait()
+        response = client.post(
+            "/users", data={"csrf_token": token, "name": "Racer", "email": "Race@Example.com"}
+        )
+        statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=create, args=pair) for pair in zip(clients, tokens)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [303] + [409] * 7
+    assert row_counts(inspect_engine) == (1, 1)
+
+
+# --- headers, cookies, secret key -----------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/users", "/users/new", "/healthz", "/nope", "/static/style.css"])
+def test_security_headers_on_every_response(client, path):
+    headers = client.get(path).headers
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Frame-Options"] == "DENY"
+    csp = headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp
+
+
+def test_session_cookie_is_httponly_and_samesite_lax(client):
+    client.get("/users/new")  # the CSRF token lives in the session
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    assert cookie.http_only and cookie.same_site == "Lax"
+
+
+def test_pages_have_no_inline_script_or_style(app, client):
+    make_user(app)
+    for path in ("/users", "/users/new", "/users/1", "/nope"):
+        html = client.get(path).get_data(as_text=True)
+        assert "<script>" not in html and " style=" not in html
+        assert not re.search(r"\son[a-z]+=", html)
+
+
+def test_user_text_is_escaped(app, client):
+    make_user(app, '<script>alert(1)</script>', "xss@example.com")
+    html = client.get("/users").get_data(as_text=True)
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
