@@ -25,8 +25,10 @@ def free_port() -> int:
 class GunicornServer:
     """``gunicorn -c gunicorn.conf.py wsgi:app`` on a free port, as operators run it.
 
-    Use as a context manager; it waits until ``/healthz`` answers, and on exit
-    stops the master (SIGTERM, graceful) and reaps every worker.
+    Use as a context manager; it waits until ``/healthz`` answers and the
+    master has forked every worker (it spawns them one by one, so the first
+    can answer before the last exists), and on exit stops the master
+    (SIGTERM, graceful) and reaps every worker.
     """
 
     def __init__(
@@ -44,6 +46,7 @@ class GunicornServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)
         self.ready_timeout = ready_timeout
+        self.workers = workers
         self.command = [str(GUNICORN), "-c", "gunicorn.conf.py", *extra_args, app_module]
         self.env = {
             **os.environ,
@@ -79,10 +82,11 @@ class GunicornServer:
                 raise RuntimeError(f"gunicorn exited early:\n{self.output()}")
             try:
                 with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as response:
-                    if response.status == 200:
+                    if response.status == 200 and len(self.worker_pids()) == self.workers:
                         return
             except OSError:
-                time.sleep(0.1)  # polling for readiness, not standing in for a result
+                pass
+            time.sleep(0.1)  # polling for readiness, not standing in for a result
         self.stop()
         raise RuntimeError(f"gunicorn did not become ready:\n{self.output()}")
 
