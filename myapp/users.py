@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
@@ -45,9 +46,12 @@ class StaleVersion(Exception):
         self.current = current
 
 
-@dataclass(frozen=True)
-class UserRow:
-    """What the list page shows of a user: plain values, no ORM state."""
+class UserRow(NamedTuple):
+    """What the list page shows of a user: plain values, no ORM state.
+
+    A named tuple rather than a frozen dataclass: a page builds fifty, and a
+    tuple is built in a fraction of the time.
+    """
 
     id: int
     name: str
@@ -182,7 +186,7 @@ def list_users(
         stmt = stmt.where(
             or_(User.name.ilike(pattern, escape="\\"), User.email.ilike(pattern, escape="\\"))
         )
-    rows = [UserRow(*row) for row in session.execute(stmt)]
+    rows = [UserRow._make(row) for row in session.execute(stmt)]
     has_more = len(rows) > limit
     rows = rows[:limit]
     return UserPage(users=rows, next_after=rows[-1].id if has_more else None)

@@ -8,6 +8,7 @@ import re
 from datetime import datetime, timezone
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from markupsafe import Markup
 
 from myapp import db, importing, users
 from myapp.db import Session
@@ -21,10 +22,14 @@ SEARCH_MAX = 200
 BIGINT_MAX = 2**63 - 1
 
 
-@bp.app_template_filter("humandate")
-def humandate(moment: datetime) -> str:
-    """A readable UTC time; templates put the exact ISO timestamp beside it."""
-    return moment.astimezone(timezone.utc).strftime("%-d %b %Y, %H:%M UTC")
+@bp.app_template_filter("timestamp")
+def timestamp(moment: datetime) -> Markup:
+    """A ``<time>`` element: a readable UTC date for people, the exact ISO
+    timestamp for machines (and on hover). One call per timestamp: the list
+    page shows fifty, and three template expressions each cost more."""
+    utc = moment.astimezone(timezone.utc)
+    exact = utc.isoformat()
+    return Markup(f'<time datetime="{exact}" title="{exact}">{utc:%-d %b %Y, %H:%M} UTC</time>')
 
 
 @bp.get("/")
