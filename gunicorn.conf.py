@@ -13,6 +13,14 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = gunicorn_threads()
 bind = os.environ.get("BIND") or f"127.0.0.1:{os.environ.get('PORT', '8000')}"
 
+# Each worker opens its own listening socket (SO_REUSEPORT) and the kernel
+# spreads new connections across them. With one shared socket, whichever
+# worker wakes first accepts: under load one worker can end up holding 15 of
+# 16 keep-alive connections while the other idles, halving throughput
+# (bench/, docs/performance.md). The price: a second server started on the
+# same port by the same user would share it silently instead of failing.
+reuse_port = True
+
 accesslog = "-"
 errorlog = "-"
 # On SIGTERM, in-flight requests get this long to finish.
