@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import secrets
 import subprocess
 import sys
 import threading
@@ -44,10 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         env = {}
         if args.create:
             token, cookie = csrf_session(server.url)
-            env = {"BENCH_CREATE": "1", "BENCH_CSRF": token, "BENCH_COOKIE": cookie,
-                   "BENCH_RUN": "profile"}
-        wrk(server.url + args.path, 2, env)  # warm-up
-        load = threading.Thread(target=wrk, args=(server.url + args.path, args.seconds + 2, env))
+            env = {"BENCH_CREATE": "1", "BENCH_CSRF": token, "BENCH_COOKIE": cookie}
+        # A fresh run token for every wrk run: its emails restart at 1, and
+        # repeated emails would profile the 409 page instead of the create.
+        wrk(server.url + args.path, 2, {**env, "BENCH_RUN": secrets.token_hex(4)})  # warm-up
+        load = threading.Thread(target=wrk, args=(server.url + args.path, args.seconds + 2,
+                                                  {**env, "BENCH_RUN": secrets.token_hex(4)}))
         load.start()
         subprocess.run([str(PY_SPY), "record", "--pid", str(server.worker_pids()[0]),
                         "--duration", str(args.seconds), "--format", "raw", "--output", str(out),

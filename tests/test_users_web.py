@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import re
 import threading
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import text
 
 from myapp import db, users
 from myapp.validation import UserFields
+from myapp.views import timestamp
 from tests.support.database import row_counts, table_snapshot
 from tests.support.factories import make_user
 from tests.support.forms import csrf_token, submit
-
 
 
 # --- pages ---------------------------------------------------------------
@@ -23,6 +24,21 @@ def test_root_redirects_to_the_list(client):
     response = client.get("/")
     assert response.status_code in (301, 302, 303, 308)
     assert response.headers["Location"].endswith("/users")
+
+
+def test_timestamps_read_in_utc_whatever_the_zone_they_come_in():
+    paris = timezone(timedelta(hours=1))
+    moment = datetime(2026, 3, 5, 0, 7, 9, 120000, tzinfo=paris)
+    assert timestamp(moment) == (
+        '<time datetime="2026-03-04T23:07:09.120000+00:00"'
+        ' title="2026-03-04T23:07:09.120000+00:00">4 Mar 2026, 23:07 UTC</time>'
+    )
+
+
+def test_the_list_shows_when_each_user_was_created(app, client):
+    user = make_user(app, name="Dated", email="dated@example.com")
+    html = client.get("/users").get_data(as_text=True)
+    assert str(timestamp(user.created_at)) in html
 
 
 def test_new_user_form_has_the_contract_fields(client):
