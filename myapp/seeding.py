@@ -7,13 +7,13 @@ transaction, so a large seed never holds locks for long and reports progress.
 
 Two exceptions, both measured with ``bench/run`` (docs/performance.md):
 
-* Seeding an *empty* table runs as one transaction that drops the trigram
-  search indexes, inserts every batch and builds the indexes once at the end.
+* Seeding an *empty* table runs as one transaction that drops the GIN
+  trigram search index, inserts every batch and builds it once at the end.
   Keeping a GIN trigram index up to date row by row costs more than building
   it in one go (1,000,000 users: about half the time). ``DROP INDEX`` locks
   the table until the commit, which is harmless for a table that was empty,
-  and an interrupted seed rolls back entirely, indexes included.
-* After any seed, the trigram indexes' pending lists (rows GIN has not yet
+  and an interrupted seed rolls back entirely, index included.
+* After any seed, the trigram index's pending list (rows GIN has not yet
   merged into the index, which every search scans) are merged, and the
   planner's statistics are refreshed: without them PostgreSQL may answer a
   rare ``?q=`` by walking the whole primary key instead of the index.
@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from myapp.models import AuditEvent, User
 
 BATCH_SIZE = 50_000
-# The ?q= search indexes (GIN, pg_trgm): the costly ones to keep up to date.
+# The ?q= search index (GIN, pg_trgm; any such): the costly one to keep up to date.
 SEARCH_INDEXES: list[Index] = [
     index for index in User.__table__.indexes if index.dialect_options["postgresql"]["using"] == "gin"
 ]

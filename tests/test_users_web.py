@@ -7,9 +7,10 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
-from myapp import db, users
+from myapp import db, seeding, users
+from myapp.models import SEARCH_INDEX
 from myapp.validation import UserFields
 from myapp.views import timestamp
 from tests.support.database import row_counts, table_snapshot
@@ -176,6 +177,37 @@ def test_search_treats_like_wildcards_literally(app, client):
     make_user(app, "Plain", "plain@example.com")
     html = client.get("/users?q=%25").get_data(as_text=True)
     assert "100% real" in html and "Plain" not in html
+
+
+def test_search_never_matches_across_name_and_email(app, client):
+    make_user(app, "Ann", "lee@example.com")
+    for query in ("annlee", "ann lee", "ann\tlee"):
+        response = client.get("/users", query_string={"q": query})
+        assert response.status_code in (200, 400)
+        assert "lee@example.com" not in response.get_data(as_text=True), query
+    assert "lee@example.com" in client.get("/users?q=nn").get_data(as_text=True)
+    assert "lee@example.com" in client.get("/users?q=e@ex").get_data(as_text=True)
+
+
+def test_search_is_served_by_the_trigram_index(app, inspect_engine):
+    """The query must use the very expression the index is built on, or every
+    ``?q=`` reads the whole table — correct, and unusable at a million users."""
+    statements = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        statements.append((statement, parameters))
+
+    with app.app_context():
+        seeding.seed_users(db.Session(), 20_000)  # ends with ANALYZE
+        event.listen(db.engine(), "before_cursor_execute", capture)
+        try:
+            users.list_users(db.Session(), search="1234")
+        finally:
+            event.remove(db.engine(), "before_cursor_execute", capture)
+    [(statement, parameters)] = [(s, p) for s, p in statements if "ILIKE" in s]
+    with inspect_engine.connect() as conn:
+        plan = "\n".join(conn.exec_driver_sql("EXPLAIN " + statement, parameters).scalars())
+    assert SEARCH_INDEX in plan, plan
 
 
 def test_search_pages_keep_the_query(app, client):
