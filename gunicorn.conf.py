@@ -34,6 +34,12 @@ keepalive = 5
 control_socket_disable = True
 
 
+def when_ready(server):
+    # With reuse_port the master opens no socket of its own, which leaves
+    # gunicorn's "Listening at:" line empty: say where the workers listen.
+    server.log.info("Workers listen at: %s", ", ".join(f"http://{bind}" for bind in server.cfg.bind))
+
+
 def post_fork(server, worker):
     # With preload_app the master built the app (and maybe opened pooled
     # connections) before forking: the worker must not reuse those sockets.

@@ -70,3 +70,8 @@ def test_csrf_token_from_one_worker_is_accepted_by_the_other(database_url, inspe
             )
     assert statuses == [303] * 12
     assert row_counts(inspect_engine) == (12, 12)
+
+
+def test_the_log_says_where_the_workers_listen(database_url):
+    with GunicornServer(database_url, workers=1, threads=1) as server:
+        assert f"Workers listen at: {server.url}" in server.output()
