@@ -14,7 +14,7 @@ Two exceptions, both measured with ``bench/run`` (docs/performance.md):
   the table until the commit, which is harmless for a table that was empty,
   and an interrupted seed rolls back entirely, index included.
 * After any seed, the trigram index's pending list (rows GIN has not yet
-  merged into the index, which every search scans) are merged, and the
+  merged into the index, which every search scans) is merged, and the
   planner's statistics are refreshed: without them PostgreSQL may answer a
   rare ``?q=`` by walking the whole primary key instead of the index.
 """
@@ -31,7 +31,8 @@ from sqlalchemy.orm import Session
 from myapp.models import AuditEvent, User
 
 BATCH_SIZE = 50_000
-# The ?q= search index (GIN, pg_trgm; any such): the costly one to keep up to date.
+# The ?q= search index (GIN, pg_trgm), found by kind rather than by name:
+# the costly index to keep up to date.
 SEARCH_INDEXES: list[Index] = [
     index for index in User.__table__.indexes if index.dialect_options["postgresql"]["using"] == "gin"
 ]
