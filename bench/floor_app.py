@@ -1,0 +1,37 @@
+"""myapp with parts of its session model taken away — for ``bench/floor.py`` only.
+
+This module is the counter-example: it exists to measure what the app's
+database round trips cost, by serving the same views without them. Never
+deploy it. ``BENCH_FLOOR`` picks what is taken away:
+
+* ``no-pre-ping``: the pool hands out connections without testing them first
+  (one round trip fewer per request; a connection the server dropped while it
+  sat in the pool would reach a view and cost the visitor a 503).
+* ``autocommit``: no pre-ping, and no transaction around anything: no
+  ``BEGIN`` and no ``ROLLBACK`` (two more round trips fewer; the reads of one
+  request no longer share a snapshot, and writes are not atomic).
+"""
+
+import os
+
+from sqlalchemy import create_engine
+
+from myapp import create_app
+from myapp.db import Session
+
+VARIANTS = {
+    "no-pre-ping": {},
+    "autocommit": {"isolation_level": "AUTOCOMMIT"},
+}
+
+app = create_app()
+_variant = os.environ["BENCH_FLOOR"]
+# Rebind the process's session registry to an engine built without the parts
+# being measured; the views and services run unchanged on top of it.
+Session.configure(bind=create_engine(
+    app.config["DATABASE_URL"],
+    pool_size=app.config["DB_POOL_SIZE"],
+    max_overflow=0,
+    pool_pre_ping=False,
+    **VARIANTS[_variant],
+))
