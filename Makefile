@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DATABASE_URL ?= postgresql+psycopg2:///myapp
 
-.PHONY: serve test install install-dev bench clean
+.PHONY: serve test install install-dev bench screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ test: install-dev
 	./scripts/install-system-deps
 	$(BIN)/bandit --quiet --configfile pyproject.toml --recursive myapp app.py wsgi.py gunicorn.conf.py
 	$(BIN)/pytest
+
+## Retake the README's pictures in docs/screenshots/ (the browser tests, saving them there)
+screenshots: install-dev
+	./scripts/install-system-deps
+	UPDATE_SCREENSHOTS=1 $(BIN)/pytest tests/browser
 
 ## The benchmark (10-15 minutes; not part of `make test`): see docs/performance.md
 bench:

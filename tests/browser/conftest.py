@@ -23,7 +23,10 @@ from myapp.models import User
 from tests.support import chromium, factories
 from tests.support.server import PROJECT_ROOT, GunicornServer
 
-SCREENSHOTS = PROJECT_ROOT / "docs" / "screenshots"
+# The README's pictures. A test run saves its screenshots to a temporary
+# directory so that it leaves the checkout as it found it; `make screenshots`
+# (UPDATE_SCREENSHOTS=1) saves them here instead.
+README_SCREENSHOTS = PROJECT_ROOT / "docs" / "screenshots"
 
 @pytest.fixture(scope="package")
 def live_server(database_url) -> Iterator[GunicornServer]:
@@ -86,20 +89,24 @@ FIX_TIMES = text("""
 
 
 @pytest.fixture(scope="session")
-def screenshot(inspect_engine) -> Callable[..., None]:
-    """Save a full-page screenshot for the README: docs/screenshots/NAME.png.
+def screenshot(inspect_engine, tmp_path_factory) -> Callable[..., None]:
+    """Save a full-page screenshot NAME.png (for the README with UPDATE_SCREENSHOTS=1).
 
     ``fix_times=True`` first moves every stored time to a fixed calendar and
     reloads the page (a GET page only), after the test has checked the real ones.
     """
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        folder = README_SCREENSHOTS
+        folder.mkdir(parents=True, exist_ok=True)
+    else:
+        folder = tmp_path_factory.mktemp("screenshots")
 
     def save(page: Page, name: str, *, fix_times: bool = False) -> None:
         if fix_times:
             with inspect_engine.begin() as conn:
                 conn.execute(FIX_TIMES)
             page.reload()
-        page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True, animations="disabled")
+        page.screenshot(path=folder / f"{name}.png", full_page=True, animations="disabled")
 
     return save
 
