@@ -1,17 +1,15 @@
 """gunicorn settings for myapp: threaded (gthread) workers sized from the
 environment, see README "Configuration"."""
 
-import os
-
-from myapp.config import gunicorn_threads
+from myapp.config import gunicorn_bind, gunicorn_threads, gunicorn_workers
 
 wsgi_app = "wsgi:app"
 worker_class = "gthread"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+workers = gunicorn_workers()
 # Each thread gets its own scoped session; DB_POOL_SIZE defaults to this
 # same number so every thread can hold a connection without waiting.
 threads = gunicorn_threads()
-bind = os.environ.get("BIND") or f"127.0.0.1:{os.environ.get('PORT', '8000')}"
+bind = gunicorn_bind()
 
 # Each worker opens its own listening socket (SO_REUSEPORT) and the kernel
 # spreads new connections across them. With one shared socket, whichever
@@ -38,6 +36,17 @@ def when_ready(server):
     # With reuse_port the master opens no socket of its own, which leaves
     # gunicorn's "Listening at:" line empty: say where the workers listen.
     server.log.info("Workers listen at: %s", ", ".join(f"http://{bind}" for bind in server.cfg.bind))
+
+
+def on_starting(server):
+    # DB_POOL_SIZE defaults to GUNICORN_THREADS, read by the app itself. A
+    # --threads on gunicorn's command line would bypass it and leave threads
+    # waiting for connections (then 503s), so it must agree.
+    if server.cfg.threads != threads:
+        raise RuntimeError(
+            f"gunicorn --threads {server.cfg.threads} differs from GUNICORN_THREADS ({threads}),"
+            " which also sizes the database pool: set GUNICORN_THREADS instead"
+        )
 
 
 def post_fork(server, worker):

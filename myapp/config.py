@@ -22,7 +22,7 @@ class ConfigError(ValueError):
     """A setting in the environment is missing or malformed."""
 
 
-def _int_from_env(name: str, default: int, minimum: int = 1) -> int:
+def _int_from_env(name: str, default: int, minimum: int = 1, maximum: int | None = None) -> int:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -32,12 +32,24 @@ def _int_from_env(name: str, default: int, minimum: int = 1) -> int:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum}, got {value}")
     return value
 
 
 def gunicorn_threads() -> int:
     """Threads per gunicorn worker; shared with gunicorn.conf.py so both agree."""
     return _int_from_env("GUNICORN_THREADS", 8)
+
+
+def gunicorn_workers() -> int:
+    """Worker processes, for gunicorn.conf.py."""
+    return _int_from_env("WEB_CONCURRENCY", 2)
+
+
+def gunicorn_bind() -> str:
+    """The address gunicorn listens on: ``BIND``, else 127.0.0.1:``PORT``."""
+    return os.environ.get("BIND") or f"127.0.0.1:{_int_from_env('PORT', 8000, maximum=65535)}"
 
 
 def load_secret_key(instance_path: Path) -> str:

@@ -21,7 +21,7 @@ import os
 from flask import Flask
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session as SessionType
 from sqlalchemy.orm import scoped_session, sessionmaker
@@ -140,8 +140,17 @@ def dispose_inherited_pool() -> None:
 
 
 def create_database_if_missing(url: str | URL, connect_timeout: int = 3) -> bool:
-    """Create the database named in ``url``; return True if it was created."""
+    """Create the database named in ``url``; return True if it was created.
+
+    The database itself is tried first, so a deployment role that may use
+    its database but not the ``postgres`` one gets through when there is
+    nothing to create. Only when that fails does it ask the server, through
+    ``postgres``, whether the database exists (which also reports an
+    unreachable server as such).
+    """
     url = make_url(url)
+    if _can_connect(url, connect_timeout):
+        return False
     admin = create_engine(
         url.set(database="postgres"),
         isolation_level="AUTOCOMMIT",  # CREATE DATABASE cannot run in a transaction
@@ -161,6 +170,17 @@ def create_database_if_missing(url: str | URL, connect_timeout: int = 3) -> bool
             return True
     finally:
         admin.dispose()
+
+
+def _can_connect(url: URL, connect_timeout: int) -> bool:
+    probe = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": connect_timeout})
+    try:
+        with probe.connect():
+            return True
+    except OperationalError:
+        return False
+    finally:
+        probe.dispose()
 
 
 def create_schema(bind: Engine, drop: bool = False) -> None:

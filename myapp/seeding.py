@@ -11,8 +11,10 @@ Two exceptions, both measured with ``bench/run`` (docs/performance.md):
   trigram search index, inserts every batch and builds it once at the end.
   Keeping a GIN trigram index up to date row by row costs more than building
   it in one go (1,000,000 users: about half the time). ``DROP INDEX`` locks
-  the table until the commit, which is harmless for a table that was empty,
-  and an interrupted seed rolls back entirely, index included.
+  the table until the commit: a server running meanwhile waits (and answers
+  503 once ``statement_timeout`` passes) for the seed's whole duration —
+  seeding an empty table is a set-up step, before serving. An interrupted
+  seed rolls back entirely, index included.
 * After any seed, the trigram index's pending list (rows GIN has not yet
   merged into the index, which every search scans) is merged, and the
   planner's statistics are refreshed: without them PostgreSQL may answer a

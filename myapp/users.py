@@ -35,13 +35,32 @@ class EmailTaken(ValueError):
     message = "A user with this email address already exists."
 
 
+class UserSnapshot(NamedTuple):
+    """A user's values at one moment: plain data, no ORM state."""
+
+    id: int
+    name: str
+    email: str
+    version: int
+
+    @classmethod
+    def of(cls, user: User) -> UserSnapshot:
+        return cls(user.id, user.name, user.email, user.version)
+
+
 class StaleVersion(Exception):
     """Someone saved the user after the version the caller started from.
 
-    ``current`` is the user as it is now, for showing what changed.
+    ``current`` is the user as this transaction last read it, for showing
+    what changed. It is a snapshot, not the ``User``: the exception ends the
+    transaction with a rollback, and a rollback expires every object of the
+    session whatever ``expire_on_commit`` says (that setting is about
+    commits). Reading an expired attribute later would be a hidden SELECT in
+    a new transaction — from a template — and an error if the row had been
+    deleted in between.
     """
 
-    def __init__(self, current: User):
+    def __init__(self, current: UserSnapshot):
         super().__init__(f"user {current.id} is at version {current.version}")
         self.current = current
 
@@ -112,7 +131,7 @@ def update_user(session: Session, user_id: int, version: int, fields: UserFields
         with session.begin():
             user = get_user(session, user_id)
             if user.version != version:
-                raise StaleVersion(user)
+                raise StaleVersion(UserSnapshot.of(user))
             changes = {
                 field: {"old": getattr(user, field), "new": getattr(fields, field)}
                 for field in ("name", "email")
@@ -124,8 +143,9 @@ def update_user(session: Session, user_id: int, version: int, fields: UserFields
             session.flush()  # UPDATE ... WHERE id = :id AND version = :version
             session.add(AuditEvent(user_id=user.id, action="update", detail={"changes": changes}))
     except StaleDataError:
-        # The block rolled back; read the row as the winner left it.
-        raise StaleVersion(get_user(session, user_id)) from None
+        # The block rolled back; read the row as the winner left it (a
+        # UserNotFound if the winner deleted it).
+        raise StaleVersion(UserSnapshot.of(get_user(session, user_id))) from None
     except IntegrityError as err:
         if is_email_conflict(err):
             raise EmailTaken(fields.email) from None
@@ -136,22 +156,26 @@ def update_user(session: Session, user_id: int, version: int, fields: UserFields
 def delete_user(session: Session, user_id: int) -> User:
     """Delete the user; its audit history stays, with a ``delete`` event added.
 
-    Raises :class:`StaleVersion` if the user was saved by someone else in the
-    moment between our read and the DELETE (which checks the version too).
+    The delete form carries no version: "delete this user" stands whatever
+    was saved meanwhile. So the row is read ``FOR UPDATE``. A save that
+    commits first is waited for, and the values it left are the ones
+    audited; a save that comes later waits for this transaction and then
+    finds no row. (``version_id_col`` puts the version into the DELETE's
+    WHERE too; the lock is what guarantees it still matches.)
+
+    The returned ``User`` is detached once the block commits, and stays
+    readable: ``expire_on_commit=False``.
     """
-    try:
-        with session.begin():
-            user = get_user(session, user_id)
-            session.delete(user)
-            session.add(
-                AuditEvent(
-                    user_id=user.id,
-                    action="delete",
-                    detail={"name": user.name, "email": user.email},
-                )
+    with session.begin():
+        user = get_user(session, user_id, for_update=True)
+        session.delete(user)
+        session.add(
+            AuditEvent(
+                user_id=user.id,
+                action="delete",
+                detail={"name": user.name, "email": user.email},
             )
-    except StaleDataError:
-        raise StaleVersion(get_user(session, user_id)) from None
+        )
     return user
 
 
@@ -191,8 +215,9 @@ def list_users(
     return UserPage(users=rows, next_after=rows[-1].id if has_more else None)
 
 
-def get_user(session: Session, user_id: int) -> User:
-    user = session.get(User, user_id)
+def get_user(session: Session, user_id: int, *, for_update: bool = False) -> User:
+    """The user with this id; ``for_update`` locks its row until the transaction ends."""
+    user = session.get(User, user_id, with_for_update=True if for_update else None)
     if user is None:
         raise UserNotFound(user_id)
     return user

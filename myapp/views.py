@@ -13,12 +13,13 @@ from markupsafe import Markup, escape
 from myapp import db, importing, users
 from myapp.db import Session
 from myapp.forms import EditUserForm, ImportForm, UserForm
-from myapp.models import User
+from myapp.models import EMAIL_MAX, NAME_MAX, User
 from myapp.validation import has_forbidden_characters
 
 bp = Blueprint("users", __name__)
 
-SEARCH_MAX = 200
+# Long enough to search for any whole stored value (an address is up to 254).
+SEARCH_MAX = max(NAME_MAX, EMAIL_MAX)
 BIGINT_MAX = 2**63 - 1
 
 
@@ -78,7 +79,8 @@ def list_users():
     limit = _int_arg("limit", users.PAGE_SIZE, 1, users.MAX_PAGE_SIZE)
     after = _int_arg("after", None, 1, BIGINT_MAX)
     page = users.list_users(Session(), search=search, after=after, limit=limit)
-    return render_template("users/list.html", page=page, search=search, limit=limit)
+    return render_template("users/list.html", page=page, search=search, limit=limit,
+                           search_max=SEARCH_MAX)
 
 
 @bp.get("/users/new")
@@ -147,9 +149,6 @@ def delete_user(user_id: int):
         user = users.delete_user(Session(), user_id)
     except users.UserNotFound:
         abort(404, description="There is no user with this id; it may have been deleted already.")
-    except users.StaleVersion:
-        abort(409, description="Someone changed this user while you were deleting it. "
-                               "Look at the new values and delete again if you still want to.")
     flash(f"User “{user.name}” was deleted. Their history is kept.", "success")
     return redirect(url_for("users.list_users"), 303)
 

@@ -51,3 +51,22 @@ def test_malformed_numbers_are_refused_with_the_variable_named(tmp_path, monkeyp
     monkeypatch.setenv("DB_POOL_TIMEOUT", value)
     with pytest.raises(config.ConfigError, match="DB_POOL_TIMEOUT"):
         config.from_environment(tmp_path)
+
+
+@pytest.mark.parametrize("name, value", [
+    ("WEB_CONCURRENCY", "abc"), ("WEB_CONCURRENCY", "0"), ("GUNICORN_THREADS", "two"),
+    ("PORT", "eighty"), ("PORT", "0"), ("PORT", "70000"),
+])
+def test_gunicorn_settings_refuse_malformed_numbers_with_the_variable_named(monkeypatch, name, value):
+    monkeypatch.delenv("BIND", raising=False)
+    monkeypatch.setenv(name, value)
+    with pytest.raises(config.ConfigError, match=name):
+        config.gunicorn_workers(), config.gunicorn_threads(), config.gunicorn_bind()
+
+
+def test_gunicorn_binds_to_port_on_localhost_unless_bind_is_given(monkeypatch):
+    monkeypatch.delenv("BIND", raising=False)
+    monkeypatch.setenv("PORT", "8123")
+    assert config.gunicorn_bind() == "127.0.0.1:8123"
+    monkeypatch.setenv("BIND", "0.0.0.0:9000")
+    assert config.gunicorn_bind() == "0.0.0.0:9000"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -10,7 +12,7 @@ from sqlalchemy import text
 from tests.support.database import row_counts
 from tests.support.http import Browser
 from tests.support.sampling import ConnectionSampler, app_connections
-from tests.support.server import GunicornServer
+from tests.support.server import GUNICORN, PROJECT_ROOT, GunicornServer, free_port
 
 pytestmark = pytest.mark.server
 
@@ -75,3 +77,15 @@ def test_csrf_token_from_one_worker_is_accepted_by_the_other(database_url, inspe
 def test_the_log_says_where_the_workers_listen(database_url):
     with GunicornServer(database_url, workers=1, threads=1) as server:
         assert f"Workers listen at: {server.url}" in server.output()
+
+
+def test_threads_on_the_command_line_must_match_the_pool(database_url):
+    """``--threads`` would bypass GUNICORN_THREADS, which sizes the pool: refused."""
+    env = {**os.environ, "DATABASE_URL": str(database_url), "GUNICORN_THREADS": "4",
+           "PORT": str(free_port())}
+    result = subprocess.run(
+        [str(GUNICORN), "-c", "gunicorn.conf.py", "--threads", "16", "wsgi:app"],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    assert "set GUNICORN_THREADS instead" in result.stderr + result.stdout

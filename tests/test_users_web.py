@@ -148,7 +148,7 @@ def test_default_page_is_50_and_limit_is_clamped(app, client):
 
 @pytest.mark.parametrize("query", ["limit=abc", "limit=1.5", "after=xyz", "after=%00", "limit=--5",
                                    "after=" + "9" * 5000, "limit=%2B3", "limit=1e3",
-                                   "limit=%D9%A3", "q=%00", "q=" + "x" * 201])
+                                   "limit=%D9%A3", "q=%00", "q=" + "x" * 255])
 def test_nonsense_query_arguments_are_400_pages(client, query):
     response = client.get(f"/users?{query}")
     assert response.status_code == 400
@@ -170,6 +170,18 @@ def test_search_matches_name_or_email_case_insensitively(app, client):
     assert "Zoë Quinn" in html and "BOBBY.QUINN@example.com" in html
     assert "Carol" not in html
     assert 'value="quinn"' in html  # the box keeps the query
+
+
+def test_search_finds_a_user_by_a_whole_address_of_the_longest_length(app, client):
+    address = "a" * 64 + "@" + ".".join(["b" * 63, "c" * 63, "d" * 57]) + ".com"
+    assert len(address) == 254
+    make_user(app, "Long Address", address)
+    make_user(app, "Other", "other@example.com")
+    response = client.get("/users", query_string={"q": address})
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert "Long Address" in html and "Other" not in html
+    assert 'maxlength="254"' in html  # the search box lets you type it
 
 
 def test_search_treats_like_wildcards_literally(app, client):
