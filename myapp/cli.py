@@ -13,7 +13,7 @@ import sys
 import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from myapp import db, importing, seeding
 
@@ -37,6 +37,20 @@ def unreachable_message(err: OperationalError | InterfaceError) -> str:
     return f"cannot reach the database {url}: {reason}"
 
 
+def database_error_message(err: SQLAlchemyError) -> str:
+    """One line for any database error; the rest (statement, traceback) goes
+    to the log at DEBUG level, which ``flask --debug`` shows.
+
+    Exit status 1 is "some rows were rejected" for import-users, so no
+    database error may escape as a traceback (which exits 1 too).
+    """
+    current_app.logger.debug("database error", exc_info=err)
+    if isinstance(err, (OperationalError, InterfaceError)):
+        return unreachable_message(err)
+    lines = str(getattr(err, "orig", None) or err).strip().splitlines()
+    return f"database error: {lines[0] if lines else type(err).__name__}"
+
+
 # with_appcontext: however a command is invoked, it runs inside an app
 # context, so teardown_appcontext removes its session when it ends.
 @click.command("init-db")
@@ -53,8 +67,8 @@ def init_db_command(drop: bool, yes: bool) -> None:
             config["DATABASE_URL"], config["DB_CONNECT_TIMEOUT"]
         )
         db.create_schema(db.engine(), drop=drop)
-    except OperationalError as err:
-        _fail(unreachable_message(err))
+    except SQLAlchemyError as err:  # unreachable, or e.g. no permission to create
+        _fail(database_error_message(err))
     database = db.engine().url.database
     click.echo(f"Created database {database}." if created else f"Database {database} exists.")
     click.echo("Dropped and recreated the tables." if drop else "Tables and indexes are in place.")
@@ -68,8 +82,8 @@ def seed_users_command(count: int) -> None:
     try:
         with click.progressbar(length=count, label="Seeding users", file=sys.stderr) as bar:
             seeding.seed_users(db.Session(), count, on_batch=bar.update)
-    except OperationalError as err:
-        _fail(unreachable_message(err))
+    except SQLAlchemyError as err:
+        _fail(database_error_message(err))
     click.echo(f"Inserted {count} users.")
 
 
@@ -110,8 +124,10 @@ def import_users_command(csv_file: str) -> None:
             report = importing.import_users(db.Session(), lines)
     except importing.ImportFormatError as err:
         _fail(f"{csv_file}: {err} Nothing was imported.", status=2)
-    except (OperationalError, InterfaceError) as err:
-        _fail(f"{unreachable_message(err)}. Nothing was imported.", status=2)
+    except importing.ImportInProgress as err:
+        _fail(str(err), status=2)
+    except SQLAlchemyError as err:
+        _fail(f"{database_error_message(err)}. Nothing was imported.", status=2)
     except OSError as err:
         _fail(f"cannot read {csv_file}: {err.strerror or err}. Nothing was imported.", status=2)
     click.echo(f"created {report.created}, rejected {len(report.rejected)}")

@@ -1,13 +1,18 @@
 """Bulk import of users from CSV: one service behind the web form and the CLI.
 
 The whole import is ONE transaction: it commits every good row or, on a
-fatal error (unreadable input, database lost), nothing. Bad rows are
+fatal error (unreadable input, database lost), nothing. Imports take turns:
+the transaction starts by taking an advisory lock, and an import that finds
+it taken is refused at once (:class:`ImportInProgress`). Bad rows are
 rejected alone, with their line number and reason:
 
 1. Every row is validated in Python first (the same rules as the forms).
 2. Good rows go to the database in batches. A pre-check per batch finds
-   addresses that are already taken — by an existing user, or by an earlier
-   row of this same file, which this transaction has already inserted.
+   addresses that repeat an earlier row of the batch or are already taken —
+   by an existing user, or by an earlier row of this same file, which this
+   transaction has already inserted. PostgreSQL computes the keys (its
+   ``lower()``, as the unique index does): Python's ``str.lower()`` differs
+   for some letters ("İ", a final "Σ") and would blame the wrong row.
 3. Each batch is inserted under its own SAVEPOINT (``begin_nested()``). If
    the database still refuses it — another transaction took an address a
    moment ago — only that savepoint is rolled back, the batch is split in
@@ -32,6 +37,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from myapp.config import MAX_UPLOAD_BYTES
 from myapp.models import AuditEvent, User
 from myapp.users import EmailTaken, is_email_conflict
 from myapp.validation import UserFields, clean_user
@@ -43,9 +49,29 @@ from myapp.validation import UserFields, clean_user
 BATCH_SIZE = 5000
 HEADER = ("name", "email")
 
+# The key of the advisory lock an import holds for its whole transaction.
+# Overlapping imports would otherwise wait on each other's uncommitted
+# unique keys — until a deadlock or statement_timeout ends one of them.
+# Any fixed bigint no other advisory lock in the database uses; this one
+# spells "myappimp".
+IMPORT_LOCK_KEY = 0x6D79_6170_7069_6D70
+
+# The csv module refuses a field over 131,072 characters, and with it the
+# whole file; a field as large as an upload must instead reach validation,
+# which rejects just its row. The limit is process-wide, so it is set once,
+# here, and only ever raised. (A CLI file may exceed the upload cap; a field
+# over 5 MB there still refuses the file — no name or address is that long.)
+csv.field_size_limit(max(csv.field_size_limit(), MAX_UPLOAD_BYTES))
+
 
 class ImportFormatError(ValueError):
     """The input is not a CSV with a ``name,email`` header, or not UTF-8 text."""
+
+
+class ImportInProgress(RuntimeError):
+    """Another import is running; this one wrote nothing."""
+
+    message = "Another import is running. Nothing was imported; try again when it has finished."
 
 
 @dataclass(frozen=True)
@@ -64,10 +90,6 @@ class ImportReport:
 class _Row:
     line: int
     fields: UserFields
-
-    @property
-    def key(self) -> str:
-        return self.fields.email.lower()
 
 
 def _records(lines: Iterable[str]) -> Iterator[tuple[int, list[str]]]:
@@ -146,40 +168,48 @@ def _read_ahead(batches: Iterator[_Batch]) -> Iterator[_Batch]:
             yield batch
 
 
-def _owners_statement():
-    """Which of ``:keys`` (lowercased addresses) are taken, and by which line of this run.
+def _screen_statement():
+    """For each address of ``:emails``, in order: its key and, if taken, by whom.
 
-    Rows this transaction has already inserted are visible to it, so earlier
-    lines of the file count as taken. Each key is looked up on its own through
-    a LATERAL subquery with LIMIT 1 (the index is unique, so this changes no
-    result): the planner cannot flatten it into a hash join, and always
-    probes the ``lower(email)`` index — even in a table filled within this
-    very transaction, whose statistics still say "empty". (A plain
+    Returns (key, owner id or NULL, line in this run or NULL). The key is
+    PostgreSQL's ``lower()``, the very expression of the unique index. Rows
+    this transaction has already inserted are visible to it, so earlier
+    lines of the file count as taken. Each key is looked up on its own
+    through a LATERAL subquery with LIMIT 1 (the index is unique, so this
+    changes no result): the planner cannot flatten it into a hash join, and
+    always probes the ``lower(email)`` index — even in a table filled within
+    this very transaction, whose statistics still say "empty". (A plain
     ``= ANY(:keys)`` or join then degrades into a sequential scan per batch,
     and the import into quadratic time.)
     """
-    keys = (
-        func.unnest(bindparam("keys", type_=ARRAY(Text)))
-        .table_valued("key")
-        .render_derived(name="keys")
+    emails = (
+        func.unnest(bindparam("emails", type_=ARRAY(Text)))
+        .table_valued("email", with_ordinality="position")
+        .render_derived(name="batch")
     )
-    owner = (
-        select(User.id)
-        .where(func.lower(User.email) == keys.c.key)
-        .limit(1)
-        .lateral("owner")
-    )
+    key = func.lower(emails.c.email)
     # Only for the (few) taken addresses: their audit row from this run, if any.
     line_in_this_run = (
         select(AuditEvent.detail["line"].as_integer())
         .where(
-            AuditEvent.user_id == owner.c.id,
+            AuditEvent.user_id == User.id,
             AuditEvent.action == "create",
             AuditEvent.detail["import"].astext == bindparam("run"),
         )
         .scalar_subquery()
     )
-    return select(keys.c.key, line_in_this_run).select_from(keys).join(owner, true())
+    owner = (
+        select(User.id, line_in_this_run.label("line"))
+        .where(func.lower(User.email) == key)
+        .limit(1)
+        .lateral("owner")
+    )
+    return (
+        select(key, owner.c.id, owner.c.line)
+        .select_from(emails)
+        .outerjoin(owner, true())
+        .order_by(emails.c.position)
+    )
 
 
 def _insert_batch_statement():
@@ -222,7 +252,7 @@ def _insert_batch_statement():
     )
 
 
-_OWNERS = _owners_statement()
+_SCREEN = _screen_statement()
 _INSERT_BATCH = _insert_batch_statement()
 
 
@@ -236,36 +266,28 @@ class _Importer:
         self.run = secrets.token_hex(8)
 
     def add_batch(self, batch: list[_Row]) -> None:
-        fresh = self._reject_taken(self._reject_repeats(batch))
+        fresh = self._screen(batch)
         if fresh:
             self._insert_or_split(fresh)
 
-    def _reject_repeats(self, batch: list[_Row]) -> list[_Row]:
-        """Drop rows whose address appears earlier in the same batch."""
+    def _screen(self, batch: list[_Row]) -> list[_Row]:
+        """Drop rows whose address repeats an earlier row of the batch, or is
+        already in the database (one query)."""
+        screened = self.session.execute(
+            _SCREEN, {"emails": [row.fields.email for row in batch], "run": self.run}
+        )
         first_line: dict[str, int] = {}
         kept = []
-        for row in batch:
-            if row.key in first_line:
-                self._reject(row, f"Duplicate of line {first_line[row.key]}.")
-            else:
-                first_line[row.key] = row.line
-                kept.append(row)
-        return kept
-
-    def _reject_taken(self, batch: list[_Row]) -> list[_Row]:
-        """Drop rows whose address is already in the database (one query)."""
-        taken = dict(self._owners([row.key for row in batch]))
-        kept = []
-        for row in batch:
-            if row.key in taken:
-                self._reject_as_taken(row, taken[row.key])
+        for row, (key, owner, earlier_line) in zip(batch, screened, strict=True):
+            if key in first_line:
+                self._reject(row, f"Duplicate of line {first_line[key]}.")
+                continue
+            first_line[key] = row.line
+            if owner is not None:
+                self._reject_as_taken(row, earlier_line)
             else:
                 kept.append(row)
         return kept
-
-    def _owners(self, keys: list[str]):
-        """(lowercased email, line in this import or None) for taken addresses."""
-        return self.session.execute(_OWNERS, {"keys": keys, "run": self.run}).all()
 
     def _reject_as_taken(self, row: _Row, earlier_line: int | None) -> None:
         if earlier_line is None:
@@ -306,6 +328,18 @@ class _Importer:
         self.report.rejected.append(Rejected(row.line, reason))
 
 
+def _take_turn(session: Session) -> None:
+    """Hold the import lock until this transaction ends, or raise ImportInProgress.
+
+    A ``try`` lock, so a second import is refused at once rather than kept
+    waiting; an ``xact`` lock, so COMMIT, ROLLBACK or a lost connection
+    always releases it (a session-level lock would stay with the pooled
+    connection).
+    """
+    if not session.scalar(select(func.pg_try_advisory_xact_lock(IMPORT_LOCK_KEY))):
+        raise ImportInProgress(ImportInProgress.message)
+
+
 def import_users(
     session: Session,
     lines: Iterable[str],
@@ -315,8 +349,9 @@ def import_users(
 ) -> ImportReport:
     """Import CSV text (an iterable of lines, e.g. a text file) in one transaction.
 
-    Raises :class:`ImportFormatError` — with nothing written — if the input
-    has no ``name,email`` header, is not CSV, or is not UTF-8.
+    Raises, with nothing written, :class:`ImportFormatError` if the input
+    has no ``name,email`` header, is not CSV, or is not UTF-8, and
+    :class:`ImportInProgress` if another import's transaction is under way.
     """
     report = ImportReport()
     # closing(): on any error the read-ahead thread is stopped here, on this
@@ -324,6 +359,7 @@ def import_users(
     with closing(_read_ahead(_validated_batches(lines, batch_size))) as batches:
         first = next(batches)  # header problems surface here, before any write
         with session.begin():
+            _take_turn(session)
             importer = _Importer(session, report)
             for batch in itertools.chain([first], batches):
                 report.rejected += batch.invalid

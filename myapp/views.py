@@ -177,6 +177,9 @@ def import_users():
     except importing.ImportFormatError as err:
         source.errors.append(f"{err} Nothing was imported.")
         return render_template("users/import.html", form=form), 422
+    except importing.ImportInProgress:
+        source.errors.append(importing.ImportInProgress.message)
+        return render_template("users/import.html", form=form), 409
     return render_template("users/import_report.html", report=report)
 
 

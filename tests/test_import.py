@@ -9,12 +9,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.pool import NullPool
 
 from myapp import db, importing, users
+from myapp.models import EMAIL_UNIQUE_INDEX
 from myapp.validation import UserFields
+from tests.support import database
 from tests.support.database import row_counts, table_snapshot
 from tests.support.forms import csrf_token
+from tests.test_cli import flask
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -279,3 +283,89 @@ def test_large_import_in_several_batches_counts_exactly(app, inspect_engine):
     assert [(r.line, r.reason) for r in report.rejected] == expected_rejected
     assert report.created == 2500 - len(expected_rejected)
     assert row_counts(inspect_engine) == (report.created, report.created)
+
+
+def test_a_field_over_the_csv_modules_default_limit_rejects_its_row_alone(client, inspect_engine):
+    huge = "N" * 140_000  # Python's csv refuses fields over 131,072 characters by default
+    content = f"name,email\nA,a@example.com\n{huge},huge@example.com\nB,b@example.com\n"
+    response = upload(client, content)
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert "created 2, rejected 1" in html
+    assert "line 3</td><td>The name must be 1 to 100 characters long (it has 140000)." in html
+    assert stored_emails(inspect_engine) == {"a@example.com", "b@example.com"}
+
+
+# Addresses that Python's str.lower() and PostgreSQL's lower() may judge
+# differently ("İ" is "i̇" in Python, "i" in PostgreSQL; Python lowers a final
+# "Σ" to "ς", PostgreSQL to "σ"). The unique index uses the database's lower(),
+# so whether the second is a repeat of the first is for the database to say.
+CASE_PAIRS = {
+    "dotted capital I first": ("İz1@example.com", "iz1@example.com"),
+    "dotted capital I second": ("iz1@example.com", "İz1@example.com"),
+    "final sigma": ("AΣ@example.com", "Aς@example.com"),
+    "ascii": ("Mixed@Example.com", "mixed@example.COM"),
+}
+
+
+@pytest.mark.parametrize("batch_size", [1, 100], ids=["own batches", "one batch"])
+@pytest.mark.parametrize("pair", CASE_PAIRS, ids=list(CASE_PAIRS))
+def test_a_repeat_in_the_file_is_judged_by_the_databases_lower(app, inspect_engine, pair, batch_size):
+    first, second = CASE_PAIRS[pair]
+    with inspect_engine.connect() as conn:
+        same = conn.scalar(text("SELECT lower(:a) = lower(:b)"), {"a": first, "b": second})
+    content = f"name,email\nA,{first}\nB,{second}\n"
+    with app.app_context():
+        report = importing.import_users(db.Session(), io.StringIO(content), batch_size=batch_size)
+    rejected = [(r.line, r.reason) for r in report.rejected]
+    if same:
+        assert (report.created, rejected) == (1, [(3, "Duplicate of line 2.")])
+        assert stored_emails(inspect_engine) == {first}
+    else:
+        assert (report.created, rejected) == (2, [])
+        assert stored_emails(inspect_engine) == {first, second}
+
+
+# --- a database error of any kind is fatal (exit 2), on one line --------------
+
+
+@pytest.fixture
+def database_without_tables():
+    url = database.create_test_database()
+    yield url
+    database.drop_test_database(url)
+
+
+def assert_one_error_line(result, *phrases):
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    for phrase in phrases:
+        assert phrase in errors[0]
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_cli_on_a_database_without_tables_is_exit_2_and_one_line(database_without_tables, tmp_path):
+    path = tmp_path / "good.csv"
+    path.write_text("name,email\nA,a@example.com\n")
+    result = run_cli(database_without_tables, str(path))
+    assert result.returncode == 2
+    assert_one_error_line(result, 'relation "users" does not exist', "Nothing was imported")
+
+
+# The other commands had the same gap: any database error, one line, exit 1.
+
+
+def test_seed_users_on_a_database_without_tables_is_one_line(database_without_tables):
+    result = flask("seed-users", "--count", "3", database_url=database_without_tables)
+    assert result.returncode == 1
+    assert_one_error_line(result, 'relation "users" does not exist')
+
+
+def test_init_db_refused_by_the_database_is_one_line(database_without_tables):
+    engine = create_engine(database_without_tables, poolclass=NullPool)
+    with engine.begin() as conn:  # a table already holds the name of init-db's index
+        conn.execute(text(f"CREATE TABLE {EMAIL_UNIQUE_INDEX} (x int)"))
+    engine.dispose()
+    result = flask("init-db", database_url=database_without_tables)
+    assert result.returncode == 1
+    assert_one_error_line(result, "already exists")
