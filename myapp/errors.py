@@ -34,7 +34,7 @@ SECURITY_HEADERS = {
 }
 
 DATABASE_UNAVAILABLE = (
-    "The database cannot be reached right now. Nothing was saved; "
+    "The database could not handle this request right now. Nothing was saved; "
     "please try again in a moment."
 )
 

@@ -2,7 +2,7 @@
 
 Two imports of overlapping rows used to wait on each other's uncommitted
 unique keys — until a deadlock or ``statement_timeout`` ended one of them
-with the "database cannot be reached" page. Now an import takes a
+with the 503 page of a database error. Now an import takes a
 transaction-level advisory lock first; here the test holds that lock from
 its own connection, exactly as a running import would.
 """

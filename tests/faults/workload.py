@@ -26,7 +26,7 @@ from tests.support.http import Browser
 
 CREATED = re.compile(r"/users/(\d+)$")
 VERSION_INPUT = re.compile(r'name="version"[^>]*value="(\d+)"')
-DATABASE_UNAVAILABLE_PAGE = "The database cannot be reached right now"
+DATABASE_UNAVAILABLE_PAGE = "The database could not handle this request right now"
 SEARCH_TERMS = ["Demo", "load", "EXAMPLE", "User 1", "no-such-user", "%", "_"]
 # Share of each kind of request in the mix.
 MIX = {"list": 30, "search": 20, "detail": 20, "create": 20, "edit": 10}
