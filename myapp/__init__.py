@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
-from werkzeug.routing import IntegerConverter
+from werkzeug.routing import BaseConverter
 
 from myapp import cli, config, db, errors, views
 from myapp.forms import reject_undecodable_form
@@ -18,11 +18,26 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 csrf = CSRFProtect()
 
 
-class IdConverter(IntegerConverter):
-    """``<id:...>``: a positive integer that fits PostgreSQL's bigint, else 404."""
+class IdConverter(BaseConverter):
+    """``<id:...>``: a user id in ASCII digits; an id no user can have is 404.
 
-    def __init__(self, map, *args, **kwargs):
-        super().__init__(map, min=1, max=2**63 - 1)
+    Ids that cannot exist (0, or beyond PostgreSQL's bigint) become
+    ``NO_SUCH_ID`` rather than failing the match: Werkzeug checks a rule's
+    methods before its converters, so a converter refusing ``/users/0/edit``
+    would leave only the edit form's GET rule matching that path, and a POST
+    would get 405 instead of the 404 of any unknown user. 0 is never an id
+    (identity columns start at 1), so the view looks it up and finds nothing.
+    """
+
+    regex = r"[0-9]{1,30}"  # not \d: Werkzeug's \d+ also takes "０" and other digits
+    NO_SUCH_ID = 0
+
+    def to_python(self, value: str) -> int:
+        number = int(value)
+        return number if 1 <= number <= 2**63 - 1 else self.NO_SUCH_ID
+
+    def to_url(self, value: int) -> str:
+        return str(int(value))
 
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:

@@ -248,14 +248,19 @@ def test_changing_only_the_letter_case_of_ones_own_email_is_allowed(app, client)
     assert edit(client, user.id, name="Ada Lovelace", email="ADA@example.com", version=1).status_code == 303
 
 
-def test_editing_an_unknown_user_is_404(app, client, inspect_engine):
+# Ids no user has: unused, impossible (0, beyond bigint), not ASCII digits.
+UNKNOWN_IDS = ["999999", "0", "0000", "9223372036854775808", "99999999999999999999999", "\uff10"]
+
+
+@pytest.mark.parametrize("user_id", UNKNOWN_IDS)
+def test_editing_an_unknown_user_is_404(app, client, inspect_engine, user_id):
     user = make_user(app)
     before = table_snapshot(inspect_engine)
-    assert client.get("/users/999999/edit").status_code == 404
+    assert client.get(f"/users/{user_id}/edit").status_code == 404
     page = f"/users/{user.id}/edit"
     token = csrf_token(client, page)
     for data in ({"name": "New", "email": "n@example.com", "version": 1}, {"name": "", "version": 1}):
-        response = client.post("/users/999999/edit", data={"csrf_token": token, **data})
+        response = client.post(f"/users/{user_id}/edit", data={"csrf_token": token, **data})
         assert response.status_code == 404
     assert table_snapshot(inspect_engine) == before
 
@@ -281,10 +286,11 @@ def test_detail_page_offers_delete_with_a_confirmation_step(app, client):
     assert f'action="/users/{user.id}/delete"' in html and "data-confirm=" in html
 
 
-def test_deleting_an_unknown_user_is_404_and_writes_nothing(app, client, inspect_engine):
+@pytest.mark.parametrize("user_id", UNKNOWN_IDS)
+def test_deleting_an_unknown_user_is_404_and_writes_nothing(app, client, inspect_engine, user_id):
     make_user(app)
     before = table_snapshot(inspect_engine)
-    response = submit(client, "/users/999999/delete", {})
+    response = submit(client, f"/users/{user_id}/delete", {})
     assert response.status_code == 404
     assert table_snapshot(inspect_engine) == before
 
