@@ -1,5 +1,12 @@
 """Entry point for the ``flask`` CLI: ``flask --app app init-db``."""
 
-from myapp import create_app
+import sys
 
-app = create_app()
+from myapp import create_app
+from myapp.config import ConfigError
+
+try:
+    app = create_app()
+except ConfigError as err:
+    # A setting the operator got wrong: one line naming it, exit status 1.
+    sys.exit(f"Error: {err}")

@@ -14,6 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 DEFAULT_DATABASE_URL = "postgresql+psycopg2:///myapp"
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 
@@ -35,6 +38,21 @@ def _int_from_env(name: str, default: int, minimum: int = 1, maximum: int | None
     if maximum is not None and value > maximum:
         raise ConfigError(f"{name} must be at most {maximum}, got {value}")
     return value
+
+
+def database_url() -> str:
+    """``DATABASE_URL``, checked to be a PostgreSQL URL SQLAlchemy can read."""
+    raw = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    try:
+        backend = make_url(raw).get_backend_name()
+    except ArgumentError:
+        # Not echoed: the value may hold a password.
+        raise ConfigError(
+            "DATABASE_URL is not a database URL; expected postgresql+psycopg2://USER@HOST:PORT/NAME"
+        ) from None
+    if backend != "postgresql":
+        raise ConfigError(f"DATABASE_URL must be a PostgreSQL URL, not {backend!r}")
+    return raw
 
 
 def gunicorn_threads() -> int:
@@ -85,7 +103,7 @@ def from_environment(instance_path: Path, overrides: Mapping[str, Any] | None = 
     overrides = dict(overrides or {})
     threads = gunicorn_threads()
     settings = {
-        "DATABASE_URL": os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+        "DATABASE_URL": database_url(),
         "DB_POOL_SIZE": _int_from_env("DB_POOL_SIZE", threads),
         "DB_POOL_TIMEOUT": _int_from_env("DB_POOL_TIMEOUT", 5),
         # Server-side limits: a gthread worker has no request timeout of its

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
@@ -95,3 +96,20 @@ def test_seed_users_rejects_a_bad_count(runner, app, inspect_engine):
         result = runner.invoke(args=["seed-users", "--count", count])
         assert result.exit_code == 2
     assert row_counts(inspect_engine) == (0, 0)
+
+
+@pytest.mark.parametrize("env, named", [
+    ({"DATABASE_URL": "notaurl"}, "DATABASE_URL is not a database URL"),
+    ({"DATABASE_URL": "mysql://localhost/x"}, "DATABASE_URL must be a PostgreSQL URL"),
+    ({"DB_POOL_TIMEOUT": "abc"}, "DB_POOL_TIMEOUT must be a whole number"),
+])
+def test_a_malformed_setting_is_one_line_naming_it_and_exit_1(env, named):
+    result = subprocess.run(
+        [str(FLASK), "--app", "app", "init-db"],
+        cwd=PROJECT_ROOT, env={**os.environ, "SECRET_KEY": "cli-test", **env},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"Error: {named}")
+    assert "Traceback" not in result.stderr + result.stdout
