@@ -6,8 +6,9 @@ Every error a visitor can meet is one of the site's own pages; internals
 
 from __future__ import annotations
 
-from flask import Flask, Response, render_template
-from sqlalchemy.exc import InterfaceError, OperationalError
+from flask import Flask, Response, current_app, render_template
+from psycopg2.errorcodes import UNDEFINED_TABLE
+from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
@@ -46,6 +47,7 @@ def init_app(app: Flask) -> None:
     # (Any other database error is a bug and stays a 500.)
     for error in (PoolTimeoutError, OperationalError, InterfaceError):
         app.register_error_handler(error, database_unavailable)
+    app.register_error_handler(ProgrammingError, database_without_tables)
     app.after_request(add_security_headers)
 
 
@@ -58,6 +60,18 @@ def render_http_error(error: HTTPException):
 
 
 def database_unavailable(error: Exception):
+    return render_http_error(ServiceUnavailable(DATABASE_UNAVAILABLE))
+
+
+def database_without_tables(error: ProgrammingError):
+    """A database nobody ran ``init-db`` on: a deployment step was missed,
+    so the operator gets the fix in the log and visitors a 503, not a 500."""
+    if getattr(error.orig, "pgcode", None) != UNDEFINED_TABLE:
+        raise error  # any other ProgrammingError is a bug: a 500, logged as one
+    current_app.logger.error(
+        "The database has no tables; run `flask --app app init-db`: %s",
+        str(error.orig).strip().splitlines()[0],
+    )
     return render_http_error(ServiceUnavailable(DATABASE_UNAVAILABLE))
 
 

@@ -29,6 +29,14 @@ def database_url():
     database.drop_test_database(url)
 
 
+@pytest.fixture
+def database_without_tables():
+    """A second, empty database (no init-db), dropped after the test."""
+    url = database.create_test_database()
+    yield url
+    database.drop_test_database(url)
+
+
 @pytest.fixture(scope="session")
 def app(database_url):
     return create_app(

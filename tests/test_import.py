@@ -329,13 +329,6 @@ def test_a_repeat_in_the_file_is_judged_by_the_databases_lower(app, inspect_engi
 # --- a database error of any kind is fatal (exit 2), on one line --------------
 
 
-@pytest.fixture
-def database_without_tables():
-    url = database.create_test_database()
-    yield url
-    database.drop_test_database(url)
-
-
 def assert_one_error_line(result, *phrases):
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1, result.stderr

@@ -7,9 +7,11 @@ from __future__ import annotations
 import os
 import threading
 
+import pytest
 from sqlalchemy import inspect, select, text
+from sqlalchemy.exc import ProgrammingError
 
-from myapp import db
+from myapp import db, errors
 from myapp.models import User
 
 
@@ -224,3 +226,29 @@ def test_exhausted_pool_answers_503_after_the_pool_timeout(app, client):
             holder.join()
     assert db.engine().pool.checkedout() == 0
     assert client.get("/users").status_code == 200
+
+
+def test_a_database_without_tables_is_a_503_page_and_the_log_says_run_init_db(
+    client, inspect_engine, caplog
+):
+    with inspect_engine.begin() as conn:
+        conn.execute(text("ALTER TABLE users RENAME TO users_elsewhere"))
+    try:
+        response = client.get("/users")
+    finally:
+        with inspect_engine.begin() as conn:
+            conn.execute(text("ALTER TABLE users_elsewhere RENAME TO users"))
+    html = response.get_data(as_text=True)
+    assert response.status_code == 503
+    assert "could not handle this request" in html and "Traceback" not in html
+    assert "run `flask --app app init-db`" in caplog.text
+
+
+def test_any_other_programming_error_stays_a_500(app):
+    """Only a missing table is an outage; other SQL errors are bugs (500)."""
+    with app.test_request_context("/users"):
+        with pytest.raises(ProgrammingError) as caught:
+            db.Session().execute(text("SELECT * FROM"))
+        db.Session.remove()
+        with pytest.raises(ProgrammingError):
+            errors.database_without_tables(caught.value)
