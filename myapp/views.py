@@ -11,6 +11,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from markupsafe import Markup, escape
 
 from myapp import db, importing, users
+from myapp.config import MAX_UPLOAD_BYTES
 from myapp.db import Session
 from myapp.forms import EditUserForm, ImportForm, UserForm
 from myapp.models import EMAIL_MAX, NAME_MAX, User
@@ -158,12 +159,20 @@ def import_form():
     return render_template("users/import.html", form=ImportForm())
 
 
+def _stream_size(stream) -> int:
+    size = stream.seek(0, io.SEEK_END)
+    stream.seek(0)
+    return size
+
+
 @bp.post("/users/import")
 def import_users():
     form = ImportForm()
     form.validate()  # nothing to check beyond CSRF, but it readies the error lists
     upload = form.file.data
     if upload and upload.filename:
+        if _stream_size(upload.stream) > MAX_UPLOAD_BYTES:
+            abort(413, description="The file is larger than 5 MB. Nothing was imported.")
         source = form.file
         lines = io.TextIOWrapper(upload.stream, encoding="utf-8-sig", newline="")
     elif form.csv.data and form.csv.data.strip():

@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.pool import NullPool
 
 from myapp import db, importing, users
+from myapp.config import MAX_UPLOAD_BYTES
 from myapp.models import EMAIL_UNIQUE_INDEX
 from myapp.validation import UserFields
 from tests.support import database
@@ -212,6 +213,20 @@ def test_upload_over_5_mb_is_413_and_writes_nothing(client, inspect_engine):
     response = upload(client, big)
     assert response.status_code == 413
     assert table_snapshot(inspect_engine) == before
+
+
+def test_the_5_mb_limit_is_the_files_own_size(client, inspect_engine):
+    """Up to 5 MiB of file is imported, however much the form around it adds;
+    one byte more is 413, with nothing written."""
+    rows = "name,email\nA,a@example.com\n"
+    largest = rows + "\n" * (MAX_UPLOAD_BYTES - len(rows))  # blank lines are skipped
+    before = table_snapshot(inspect_engine)
+    too_big = upload(client, largest + "\n")
+    assert too_big.status_code == 413
+    assert table_snapshot(inspect_engine) == before
+    response = upload(client, largest)
+    assert response.status_code == 200
+    assert "created 1, rejected 0" in response.get_data(as_text=True)
 
 
 def test_pasted_csv_larger_than_werkzeugs_default_form_limit_is_accepted(client, inspect_engine):
