@@ -12,6 +12,7 @@ from werkzeug.routing import BaseConverter
 
 from myapp import cli, config, db, errors, views
 from myapp.forms import reject_undecodable_form
+from myapp.models import BIGINT_MAX
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,7 +35,7 @@ class IdConverter(BaseConverter):
 
     def to_python(self, value: str) -> int:
         number = int(value)
-        return number if 1 <= number <= 2**63 - 1 else self.NO_SUCH_ID
+        return number if 1 <= number <= BIGINT_MAX else self.NO_SUCH_ID
 
     def to_url(self, value: int) -> str:
         return str(int(value))

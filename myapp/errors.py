@@ -44,7 +44,8 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, render_http_error)
     # Pool exhausted (no connection within DB_POOL_TIMEOUT), server down,
     # connection cut, statement_timeout: all mean "try again later".
-    # (Any other database error is a bug and stays a 500.)
+    # A missing table means init-db was never run (also a 503). Any other
+    # database error is a bug and stays a 500.
     for error in (PoolTimeoutError, OperationalError, InterfaceError):
         app.register_error_handler(error, database_unavailable)
     app.register_error_handler(ProgrammingError, database_without_tables)

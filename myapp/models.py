@@ -26,6 +26,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAME_MAX = 100
+BIGINT_MAX = 2**63 - 1  # the largest id PostgreSQL's bigint can hold
 EMAIL_MIN, EMAIL_MAX = 3, 254
 EMAIL_UNIQUE_INDEX = "users_email_lower_key"
 SEARCH_INDEX = "users_search_trgm_idx"

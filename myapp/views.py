@@ -14,14 +14,13 @@ from myapp import db, importing, users
 from myapp.config import MAX_UPLOAD_BYTES
 from myapp.db import Session
 from myapp.forms import EditUserForm, ImportForm, UserForm
-from myapp.models import EMAIL_MAX, NAME_MAX, User
+from myapp.models import BIGINT_MAX, EMAIL_MAX, NAME_MAX, User
 from myapp.validation import has_forbidden_characters
 
 bp = Blueprint("users", __name__)
 
 # Long enough to search for any whole stored value (an address is up to 254).
 SEARCH_MAX = max(NAME_MAX, EMAIL_MAX)
-BIGINT_MAX = 2**63 - 1
 
 
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
