@@ -19,7 +19,6 @@ import statistics
 import sys
 from contextlib import ExitStack
 from datetime import datetime, timezone
-from pathlib import Path
 
 from bench.suite import (
     ROOT, THREADS, WORKERS, csrf_session, database_url, drop_database, fresh_database,

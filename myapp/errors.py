@@ -73,7 +73,7 @@ def database_without_tables(error: ProgrammingError):
         "The database has no tables; run `flask --app app init-db`: %s",
         str(error.orig).strip().splitlines()[0],
     )
-    return render_http_error(ServiceUnavailable(DATABASE_UNAVAILABLE))
+    return database_unavailable(error)
 
 
 def add_security_headers(response: Response) -> Response:

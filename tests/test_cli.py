@@ -12,14 +12,15 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from myapp.models import EMAIL_UNIQUE_INDEX
 from tests.support.database import drop_test_database, row_counts
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FLASK = Path(sys.executable).with_name("flask")
 
 
-def flask(*args, database_url, timeout=120):
-    env = {**os.environ, "DATABASE_URL": str(database_url), "SECRET_KEY": "cli-test"}
+def flask(*args, database_url, env=None, timeout=120):
+    env = {**os.environ, "DATABASE_URL": str(database_url), "SECRET_KEY": "cli-test", **(env or {})}
     return subprocess.run(
         [str(FLASK), "--app", "app", *args],
         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout,
@@ -98,18 +99,41 @@ def test_seed_users_rejects_a_bad_count(runner, app, inspect_engine):
     assert row_counts(inspect_engine) == (0, 0)
 
 
-@pytest.mark.parametrize("env, named", [
-    ({"DATABASE_URL": "notaurl"}, "DATABASE_URL is not a database URL"),
-    ({"DATABASE_URL": "mysql://localhost/x"}, "DATABASE_URL must be a PostgreSQL URL"),
-    ({"DB_POOL_TIMEOUT": "abc"}, "DB_POOL_TIMEOUT must be a whole number"),
+@pytest.mark.parametrize("url, env, named", [
+    ("notaurl", {}, "DATABASE_URL is not a database URL"),
+    ("mysql://localhost/x", {}, "DATABASE_URL must be a PostgreSQL URL"),
+    ("postgresql+psycopg2:///unused", {"DB_POOL_TIMEOUT": "abc"}, "DB_POOL_TIMEOUT must be a whole number"),
 ])
-def test_a_malformed_setting_is_one_line_naming_it_and_exit_1(env, named):
-    result = subprocess.run(
-        [str(FLASK), "--app", "app", "init-db"],
-        cwd=PROJECT_ROOT, env={**os.environ, "SECRET_KEY": "cli-test", **env},
-        capture_output=True, text=True, timeout=60,
-    )
+def test_a_malformed_setting_is_one_line_naming_it_and_exit_1(url, env, named):
+    result = flask("init-db", database_url=url, env=env, timeout=60)
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"Error: {named}")
     assert "Traceback" not in result.stderr + result.stdout
+
+
+# --- a database error of any kind is one line, not a traceback ---------------
+
+
+def assert_one_error_line(result, *phrases):
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    for phrase in phrases:
+        assert phrase in errors[0]
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_seed_users_on_a_database_without_tables_is_one_line(database_without_tables):
+    result = flask("seed-users", "--count", "3", database_url=database_without_tables)
+    assert result.returncode == 1
+    assert_one_error_line(result, 'relation "users" does not exist')
+
+
+def test_init_db_refused_by_the_database_is_one_line(database_without_tables):
+    engine = create_engine(database_without_tables, poolclass=NullPool)
+    with engine.begin() as conn:  # a table already holds the name of init-db's index
+        conn.execute(text(f"CREATE TABLE {EMAIL_UNIQUE_INDEX} (x int)"))
+    engine.dispose()
+    result = flask("init-db", database_url=database_without_tables)
+    assert result.returncode == 1
+    assert_one_error_line(result, "already exists")

@@ -9,17 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, event, text
-from sqlalchemy.pool import NullPool
+from sqlalchemy import event, text
 
 from myapp import db, importing, users
 from myapp.config import MAX_UPLOAD_BYTES
-from myapp.models import EMAIL_UNIQUE_INDEX
 from myapp.validation import UserFields
-from tests.support import database
 from tests.support.database import row_counts, table_snapshot
 from tests.support.forms import csrf_token
-from tests.test_cli import flask
+from tests.test_cli import assert_one_error_line
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -344,36 +341,9 @@ def test_a_repeat_in_the_file_is_judged_by_the_databases_lower(app, inspect_engi
 # --- a database error of any kind is fatal (exit 2), on one line --------------
 
 
-def assert_one_error_line(result, *phrases):
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
-    for phrase in phrases:
-        assert phrase in errors[0]
-    assert "Traceback" not in result.stderr + result.stdout
-
-
 def test_cli_on_a_database_without_tables_is_exit_2_and_one_line(database_without_tables, tmp_path):
     path = tmp_path / "good.csv"
     path.write_text("name,email\nA,a@example.com\n")
     result = run_cli(database_without_tables, str(path))
     assert result.returncode == 2
     assert_one_error_line(result, 'relation "users" does not exist', "Nothing was imported")
-
-
-# The other commands had the same gap: any database error, one line, exit 1.
-
-
-def test_seed_users_on_a_database_without_tables_is_one_line(database_without_tables):
-    result = flask("seed-users", "--count", "3", database_url=database_without_tables)
-    assert result.returncode == 1
-    assert_one_error_line(result, 'relation "users" does not exist')
-
-
-def test_init_db_refused_by_the_database_is_one_line(database_without_tables):
-    engine = create_engine(database_without_tables, poolclass=NullPool)
-    with engine.begin() as conn:  # a table already holds the name of init-db's index
-        conn.execute(text(f"CREATE TABLE {EMAIL_UNIQUE_INDEX} (x int)"))
-    engine.dispose()
-    result = flask("init-db", database_url=database_without_tables)
-    assert result.returncode == 1
-    assert_one_error_line(result, "already exists")
