@@ -11,7 +11,7 @@ from flask_wtf.csrf import CSRFProtect
 from werkzeug.routing import BaseConverter
 
 from myapp import cli, config, db, errors, views
-from myapp.forms import reject_undecodable_form
+from myapp.forms import read_unsized_body_whole, reject_undecodable_form
 from myapp.models import BIGINT_MAX
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -59,6 +59,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
 
 
 def register_extensions(app: Flask) -> None:
-    # Before CSRFProtect's own hook, which is the first to read the form.
+    # Before CSRFProtect's own hook, which is the first to read the form;
+    # in this order, so the form's text is checked in the body read whole.
+    app.before_request(read_unsized_body_whole)
     app.before_request(reject_undecodable_form)
     csrf.init_app(app)

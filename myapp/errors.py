@@ -6,7 +6,7 @@ Every error a visitor can meet is one of the site's own pages; internals
 
 from __future__ import annotations
 
-from flask import Flask, Response, current_app, render_template
+from flask import Flask, Response, current_app, render_template, request
 from psycopg2.errorcodes import UNDEFINED_TABLE
 from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -50,6 +50,7 @@ def init_app(app: Flask) -> None:
         app.register_error_handler(error, database_unavailable)
     app.register_error_handler(ProgrammingError, database_without_tables)
     app.after_request(add_security_headers)
+    app.after_request(forbid_storing_pages)
 
 
 def render_http_error(error: HTTPException):
@@ -81,3 +82,12 @@ def add_security_headers(response: Response) -> Response:
         response.headers.setdefault(name, value)
     return response
 
+
+
+def forbid_storing_pages(response: Response) -> Response:
+    """Pages show people's names and addresses: no cache, shared or the
+    browser's own, may keep a copy. Static files keep Flask's caching
+    (``no-cache`` with an ETag: stored, revalidated before each use)."""
+    if request.endpoint != "static":
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response

@@ -271,6 +271,34 @@ def test_invalid_form_keeps_the_entered_values(client):
     assert 'value="Kept Name"' in html and 'value="not-an-email"' in html
 
 
+ARIA_INVALID = re.compile(r'<(?:input|textarea)[^>]*\bname="([^"]+)"[^>]*\baria-invalid="([^"]*)"|'
+                          r'<(?:input|textarea)[^>]*\baria-invalid="([^"]*)"[^>]*\bname="([^"]+)"')
+
+
+def aria_invalid_fields(html: str) -> dict[str, str]:
+    """{field name: its aria-invalid value}, for the fields that carry one."""
+    return {(a or d): (b or c) for a, b, c, d in ARIA_INVALID.findall(html)}
+
+
+@pytest.mark.parametrize("path", ["/users/new", "/users/1/edit", "/users/import"])
+def test_untouched_fields_are_not_marked_invalid(app, client, path):
+    """WTForms writes a Python ``None`` as the text "None": aria-invalid="None"
+    made screen readers announce fresh fields as invalid."""
+    make_user(app)
+    html = client.get(path).get_data(as_text=True)
+    assert "aria-invalid" not in html
+    assert '"None"' not in html
+
+
+def test_only_fields_with_errors_are_marked_invalid(client):
+    response = submit(client, "/users", {"name": "Grace Hopper", "email": "grace@"})
+    assert response.status_code == 422
+    assert aria_invalid_fields(response.get_data(as_text=True)) == {"email": "true"}
+    response = submit(client, "/users/import", {"csv": ""}, page="/users/import")
+    assert response.status_code == 422
+    assert aria_invalid_fields(response.get_data(as_text=True)) == {"file": "true"}
+
+
 def test_taken_email_is_409_in_any_letter_case(app, client, inspect_engine):
     make_user(app, "First", "taken@example.com")
     before = table_snapshot(inspect_engine)
@@ -363,6 +391,28 @@ def test_security_headers_on_every_response(client, path):
     csp = headers["Content-Security-Policy"]
     assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
     assert "unsafe-inline" not in csp
+
+
+@pytest.mark.parametrize("path", ["/users", "/users?q=ada", "/users/new", "/users/1",
+                                  "/users/1/edit", "/users/import", "/healthz", "/nope"])
+def test_dynamic_pages_are_never_stored_by_a_cache(app, client, path):
+    """They show people's names and addresses, and soon only to who signed in."""
+    make_user(app)
+    assert client.get(path).headers.get("Cache-Control") == "no-store"
+
+
+def test_answers_to_a_post_are_never_stored_by_a_cache(client):
+    for fields in ({"name": "Ada", "email": "ada@example.com"}, {"name": "", "email": "x"}):
+        response = submit(client, "/users", fields)
+        assert response.status_code in (303, 422)
+        assert response.headers.get("Cache-Control") == "no-store", response.status_code
+
+
+def test_static_files_stay_cacheable(client):
+    response = client.get("/static/style.css")
+    assert response.status_code == 200
+    assert "no-store" not in response.headers.get("Cache-Control", "")
+    assert response.headers.get("ETag")  # revalidated, not fetched again
 
 
 def test_session_cookie_is_httponly_and_samesite_lax(client):

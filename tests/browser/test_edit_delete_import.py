@@ -8,6 +8,7 @@ import pytest
 from playwright.sync_api import Page, expect
 from sqlalchemy import text
 
+from tests.support.chromium import expect_not_marked_invalid
 from tests.support.database import row_counts
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
@@ -25,6 +26,8 @@ def test_edit_a_user_and_see_the_change_in_the_history(page: Page, make_user, in
     page.goto(f"/users/{user.id}")
     page.get_by_role("link", name="Edit").click()
     expect(page.get_by_label("Name")).to_have_value("Grace Hopper")
+    expect_not_marked_invalid(page.get_by_label("Name"))
+    expect_not_marked_invalid(page.get_by_label("Email"))
 
     page.get_by_label("Name").fill("Rear Admiral Grace Hopper")
     page.get_by_role("button", name="Save changes").click()
@@ -36,6 +39,8 @@ def test_edit_a_user_and_see_the_change_in_the_history(page: Page, make_user, in
     page.get_by_role("button", name="Save changes").click()
     expect(page.get_by_role("alert")).to_contain_text("Email")
     expect(page.get_by_label("Email")).to_have_value("not-an-address")
+    expect(page.get_by_label("Email")).to_have_attribute("aria-invalid", "true")
+    expect_not_marked_invalid(page.get_by_label("Name"))
     page.get_by_label("Email").fill("grace.hopper@navy.example")
     page.get_by_role("button", name="Save changes").click()
 
@@ -117,9 +122,14 @@ def test_import_a_csv_file_and_read_the_report(page: Page, make_user, inspect_en
     page.goto("/users")
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Import").click()
 
+    for label in ("CSV file", "…or paste CSV text"):
+        expect_not_marked_invalid(page.get_by_label(label))
+
     # Nothing chosen: the form comes back with the problem beside the file field.
     page.get_by_role("button", name="Import").click()
     expect(page.get_by_role("alert")).to_contain_text("CSV file")
+    expect(page.get_by_label("CSV file")).to_have_attribute("aria-invalid", "true")
+    expect_not_marked_invalid(page.get_by_label("…or paste CSV text"))
 
     page.get_by_label("CSV file").set_input_files(
         files=[{"name": "people.csv", "mimeType": "text/csv", "buffer": CSV.encode()}])

@@ -9,9 +9,11 @@ or storage carried from one test (or one simulated visitor) to the next.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
-from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright, Response
+from playwright.sync_api import (Browser, BrowserContext, ConsoleMessage, Locator, Page, Playwright,
+                                 Response, expect)
 
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = [
@@ -25,6 +27,12 @@ DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 360, "height": 740}
 # Generous: two cores are shared with other test runs. Not a speed assertion.
 TIMEOUT_MS = 20_000
+
+
+def expect_not_marked_invalid(field: Locator) -> None:
+    """``field`` carries no ``aria-invalid`` at all: not "false", not "None"
+    (a screen reader may announce any value but "false" as invalid)."""
+    expect(field).not_to_have_attribute("aria-invalid", re.compile(r".*", re.DOTALL))
 
 
 def missing_reason() -> str | None:

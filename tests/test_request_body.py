@@ -1,0 +1,133 @@
+"""Request bodies however they are framed, against real gunicorn.
+
+A body sent with ``Transfer-Encoding: chunked`` has no length up front; the
+server decodes the chunks. These tests send the bytes themselves (see
+tests/support/rawhttp.py), because the framing is the point: a body over the
+limit is refused whole, a broken one is the client's error (400), and either
+way nothing is written.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from myapp.config import MAX_UPLOAD_BYTES, MULTIPART_OVERHEAD_BYTES
+from tests.support.database import row_counts, table_snapshot
+from tests.support.factories import make_user
+from tests.support.rawhttp import SignedInForm, chunked, post
+from tests.support.server import GunicornServer
+
+pytestmark = pytest.mark.server
+
+# MAX_CONTENT_LENGTH: the largest body the app reads.
+BODY_LIMIT = MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD_BYTES
+
+
+@pytest.fixture(scope="module")
+def server(database_url):
+    with GunicornServer(database_url, workers=1, threads=4) as server:
+        yield server
+
+
+@pytest.fixture
+def form(server):
+    return SignedInForm.open(server.url)
+
+
+@pytest.fixture
+def target(app):
+    return make_user(app, name="Target", email="target@example.com").id
+
+
+def csv_rows(count: int, padding: int = 0) -> str:
+    """An import of ``count`` good rows, each padded with an ignored column."""
+    return "name,email,note\n" + "".join(
+        f"User {n},user{n}@example.com,{'x' * padding}\n" for n in range(count))
+
+
+def test_a_chunked_import_over_the_limit_is_refused_whole(server, form, inspect_engine):
+    """The hostile client's case: 6,500 rows, 6.1 MB, url-encoded, chunked.
+    It used to be cut at the limit and answered 200 "created 5620, rejected 0"."""
+    body = form.urlencoded([("csv", csv_rows(6_500, padding=900))])
+    assert len(body) > BODY_LIMIT
+    before = table_snapshot(inspect_engine)
+    for framing in ("length", "chunked"):  # one answer, however it is framed
+        response = post(server.port, "/users/import",
+                        chunked(body) if framing == "chunked" else body,
+                        cookie=form.cookie, framing=framing)
+        assert response.status == 413, (framing, response.status, response.text[:300])
+        assert table_snapshot(inspect_engine) == before, framing
+
+
+@pytest.mark.parametrize("path", ["/users", "/users/{id}/edit", "/users/{id}/delete"])
+def test_every_form_refuses_a_chunked_body_over_the_limit(server, form, inspect_engine, target,
+                                                          path):
+    """Valid fields first, padding last: cutting the body at the limit would
+    leave a form that saves."""
+    fields = [("name", "Changed"), ("email", "changed@example.com"), ("version", "1"),
+              ("padding", "x" * BODY_LIMIT)]
+    before = table_snapshot(inspect_engine)
+    response = post(server.port, path.format(id=target), chunked(form.urlencoded(fields)),
+                    cookie=form.cookie)
+    assert response.status == 413, (response.status, response.text[:300])
+    assert table_snapshot(inspect_engine) == before
+
+
+def test_a_chunked_multipart_upload_over_the_limit_is_refused(server, form, inspect_engine):
+    boundary = "B0undary"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n'
+            f'{form.token}\r\n--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="users.csv"\r\nContent-Type: text/csv\r\n\r\n').encode()
+    body += csv_rows(7_000, padding=800).encode() + f"\r\n--{boundary}--\r\n".encode()
+    before = table_snapshot(inspect_engine)
+    response = post(server.port, "/users/import", chunked(body), cookie=form.cookie,
+                    content_type=f"multipart/form-data; boundary={boundary}")
+    assert response.status == 413, (response.status, response.text[:300])
+    assert table_snapshot(inspect_engine) == before
+
+
+def test_a_chunked_body_under_the_limit_is_read_whole(server, form, inspect_engine):
+    """Chunked framing itself is fine: every row of a 4.7 MB import arrives,
+    in chunks of every size."""
+    rows = 5_000
+    body = form.urlencoded([("csv", csv_rows(rows, padding=900))])
+    assert 4 * 1024 * 1024 < len(body) < MAX_UPLOAD_BYTES
+    response = post(server.port, "/users/import", chunked(body, piece=7_777), cookie=form.cookie)
+    assert response.status == 200, (response.status, response.text[:300])
+    assert f"created {rows}, rejected 0" in " ".join(response.text.split())
+    assert row_counts(inspect_engine) == (rows, rows)
+
+
+def test_a_chunked_create_is_saved(server, form, inspect_engine):
+    body = form.urlencoded([("name", "Chunked Ada"), ("email", "chunked@example.com")])
+    response = post(server.port, "/users", chunked(body, piece=5), cookie=form.cookie)
+    assert response.status == 303, (response.status, response.text[:300])
+    assert table_snapshot(inspect_engine)["users"][0][1:3] == ("Chunked Ada", "chunked@example.com")
+
+
+# How a client can break chunked framing, each answered 400 by the app.
+BROKEN_CHUNKS = {
+    "size is not hex": lambda body: b"zz\r\n" + body + b"\r\n0\r\n\r\n",
+    "chunk longer than its size": lambda body: b"%x\r\n" % (len(body) - 3) + body + b"\r\n0\r\n\r\n",
+    "bad chunk extension": lambda body: b"%x;=\r\n" % len(body) + body + b"\r\n0\r\n\r\n",
+    "last chunk without its blank line": lambda body: chunked(body)[:-2],
+    "body cut mid-chunk": lambda body: chunked(body)[:len(body) // 2],
+}
+
+
+@pytest.mark.parametrize("path", ["/users", "/users/{id}/edit", "/users/{id}/delete",
+                                  "/users/import"])
+@pytest.mark.parametrize("breakage", list(BROKEN_CHUNKS))
+def test_broken_chunked_framing_is_a_400_and_writes_nothing(server, form, inspect_engine, target,
+                                                            path, breakage):
+    fields = [("name", "Broken"), ("email", "broken@example.com"), ("version", "1"),
+              ("csv", "name,email\nBroken,broken@example.com\n")]
+    body = BROKEN_CHUNKS[breakage](form.urlencoded(fields))
+    before = table_snapshot(inspect_engine)
+    # A client that stops mid-body hangs up its side, or the server would wait.
+    response = post(server.port, path.format(id=target), body, cookie=form.cookie,
+                    half_close=True)
+    assert response.status == 400, (response.status, response.text[:300])
+    assert "chunked" in response.text
+    assert table_snapshot(inspect_engine) == before
+    assert "Traceback" not in server.output()
