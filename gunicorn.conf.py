@@ -19,6 +19,14 @@ bind = gunicorn_bind()
 # same port by the same user would share it silently instead of failing.
 reuse_port = True
 
+# What one request may make a worker hold while it reads the headers: 40
+# fields (browsers send about 20, a proxy adds a few) of 8,190 bytes each,
+# 330 kB instead of gunicorn's 100 fields (820 kB). Request line (4,094
+# bytes) and field size stay gunicorn's own: the longest URL the app makes,
+# a search of 254 four-byte characters, is about 3,100 bytes. None of this
+# bounds *time*: slow clients need a buffering proxy (docs/reliability.md).
+limit_request_fields = 40
+
 accesslog = "-"
 errorlog = "-"
 # On SIGTERM, in-flight requests get this long to finish.

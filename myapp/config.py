@@ -23,6 +23,8 @@ MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 # headers, the CSRF token. The request may be this much larger than the file
 # limit, so that the file itself is what is held to it (views.import_users).
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
+# The largest request body read (Flask's MAX_CONTENT_LENGTH), however framed.
+MAX_BODY_BYTES = MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD_BYTES
 
 
 class ConfigError(ValueError):
@@ -118,7 +120,7 @@ def from_environment(instance_path: Path, overrides: Mapping[str, Any] | None = 
             "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", 30_000
         ),
         "DB_CONNECT_TIMEOUT": _int_from_env("DB_CONNECT_TIMEOUT", 3),
-        "MAX_CONTENT_LENGTH": MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD_BYTES,
+        "MAX_CONTENT_LENGTH": MAX_BODY_BYTES,
         # Werkzeug caps non-file fields at 500 kB by default; pasted CSV may
         # be as large as an uploaded file.
         "MAX_FORM_MEMORY_SIZE": MAX_UPLOAD_BYTES,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.client
 import os
+import runpy
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
@@ -89,3 +91,22 @@ def test_threads_on_the_command_line_must_match_the_pool(database_url):
     )
     assert result.returncode != 0
     assert "set GUNICORN_THREADS instead" in result.stderr + result.stdout
+
+
+def test_gunicorn_refuses_more_header_fields_than_the_config_allows(database_url):
+    """gunicorn.conf.py's ``limit_request_fields``: past it, gunicorn's own 431."""
+    limit = runpy.run_path(str(PROJECT_ROOT / "gunicorn.conf.py"))["limit_request_fields"]
+    with GunicornServer(database_url, workers=1, threads=1) as server:
+
+        def get_with(fields: int) -> int:
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            conn.putrequest("GET", "/healthz", skip_accept_encoding=True)  # sends Host only
+            for n in range(fields - 1):
+                conn.putheader(f"X-Field-{n}", "x")
+            conn.endheaders()
+            status = conn.getresponse().status
+            conn.close()
+            return status
+
+        assert get_with(limit) == 200
+        assert get_with(limit + 1) == 431

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import pytest
 
-from myapp.config import MAX_UPLOAD_BYTES, MULTIPART_OVERHEAD_BYTES
+from myapp.config import MAX_BODY_BYTES, MAX_UPLOAD_BYTES
 from tests.support.database import row_counts, table_snapshot
 from tests.support.factories import make_user
-from tests.support.rawhttp import SignedInForm, chunked, post
+from tests.support.rawhttp import BROKEN_CHUNKS, SignedInForm, chunked, post
 from tests.support.server import GunicornServer
 
 pytestmark = pytest.mark.server
-
-# MAX_CONTENT_LENGTH: the largest body the app reads.
-BODY_LIMIT = MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD_BYTES
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +46,7 @@ def test_a_chunked_import_over_the_limit_is_refused_whole(server, form, inspect_
     """The hostile client's case: 6,500 rows, 6.1 MB, url-encoded, chunked.
     It used to be cut at the limit and answered 200 "created 5620, rejected 0"."""
     body = form.urlencoded([("csv", csv_rows(6_500, padding=900))])
-    assert len(body) > BODY_LIMIT
+    assert len(body) > MAX_BODY_BYTES
     before = table_snapshot(inspect_engine)
     for framing in ("length", "chunked"):  # one answer, however it is framed
         response = post(server.port, "/users/import",
@@ -65,7 +62,7 @@ def test_every_form_refuses_a_chunked_body_over_the_limit(server, form, inspect_
     """Valid fields first, padding last: cutting the body at the limit would
     leave a form that saves."""
     fields = [("name", "Changed"), ("email", "changed@example.com"), ("version", "1"),
-              ("padding", "x" * BODY_LIMIT)]
+              ("padding", "x" * MAX_BODY_BYTES)]
     before = table_snapshot(inspect_engine)
     response = post(server.port, path.format(id=target), chunked(form.urlencoded(fields)),
                     cookie=form.cookie)
@@ -103,16 +100,6 @@ def test_a_chunked_create_is_saved(server, form, inspect_engine):
     response = post(server.port, "/users", chunked(body, piece=5), cookie=form.cookie)
     assert response.status == 303, (response.status, response.text[:300])
     assert table_snapshot(inspect_engine)["users"][0][1:3] == ("Chunked Ada", "chunked@example.com")
-
-
-# How a client can break chunked framing, each answered 400 by the app.
-BROKEN_CHUNKS = {
-    "size is not hex": lambda body: b"zz\r\n" + body + b"\r\n0\r\n\r\n",
-    "chunk longer than its size": lambda body: b"%x\r\n" % (len(body) - 3) + body + b"\r\n0\r\n\r\n",
-    "bad chunk extension": lambda body: b"%x;=\r\n" % len(body) + body + b"\r\n0\r\n\r\n",
-    "last chunk without its blank line": lambda body: chunked(body)[:-2],
-    "body cut mid-chunk": lambda body: chunked(body)[:len(body) // 2],
-}
 
 
 @pytest.mark.parametrize("path", ["/users", "/users/{id}/edit", "/users/{id}/delete",

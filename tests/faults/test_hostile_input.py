@@ -1,4 +1,5 @@
-"""Scenario 5 — hostile input, through Flask's test client (fast, same code).
+"""Scenario 5 — hostile input, through Flask's test client (fast, same code),
+and, where the framing of the bytes matters, through real gunicorn.
 
 Property-based: hypothesis throws random unicode, control characters, huge
 values, missing and repeated fields, wrong methods and broken multipart at
@@ -13,6 +14,7 @@ from __future__ import annotations
 import http.client
 import io
 import re
+from urllib.parse import urlencode
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,11 +22,14 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import InternalServerError
+from werkzeug.test import encode_multipart
 
+from myapp.config import MAX_BODY_BYTES
 from tests.faults import report
 from tests.support.database import table_snapshot
 from tests.support.factories import make_user
 from tests.support.forms import csrf_token
+from tests.support.rawhttp import BROKEN_CHUNKS, SignedInForm, chunked, post
 
 pytestmark = pytest.mark.faults
 
@@ -74,11 +79,15 @@ def is_on_site(location: str) -> bool:
 
 def assert_safe(response) -> None:
     """What every answer must be, whatever was sent."""
-    assert response.status_code < 500, response.status_code
-    body = response.get_data(as_text=True)
+    assert_safe_answer(response.status_code, response.get_data(as_text=True),
+                       response.headers.get("Location"))
+
+
+def assert_safe_answer(status: int, body: str, location: str | None) -> None:
+    assert status < 500, status
     assert not INTERNALS.search(body), INTERNALS.search(body)
-    if "Location" in response.headers:
-        assert is_on_site(response.headers["Location"]), response.headers["Location"]
+    if location is not None:
+        assert is_on_site(location), location
 
 
 class Checked:
@@ -259,6 +268,73 @@ def test_broken_bodies(checked, target, path, body, content_type, terminated, wi
         body = (f'--B\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n{token}\r\n'
                 .encode() + body)
     checked.send(client, "POST", path, success=SUCCESS[path], data=body, content_type=content_type)
+
+
+# --- chunked framing, through real gunicorn ----------------------------------------
+
+CHUNKED_FUZZ = settings(FUZZ, max_examples=60)
+URLENCODED = "application/x-www-form-urlencoded"
+
+
+@pytest.fixture
+def live(start_server):
+    """Real gunicorn, and a visitor's session cookie and CSRF token for it
+    (set up once per test: the examples share them)."""
+    server = start_server(workers=1, threads=4)
+    return server, SignedInForm.open(server.url)
+
+
+@CHUNKED_FUZZ
+@given(
+    path=st.sampled_from(list(SUCCESS)),
+    pairs=form_pairs.map(lambda pairs: [(k, v) for k, v in pairs if len(v) < 50_000]),
+    user=st.none() | plausible_user,
+    with_token=st.booleans(),
+    multipart=st.booleans(),
+    framing=st.sampled_from(["well-formed", "broken", "over the limit"]),
+    breakage=st.sampled_from(list(BROKEN_CHUNKS)),
+    chunk_size=st.sampled_from([1, 5, 1000, 65536]),
+)
+def test_chunked_bodies(checked, live, target, path, pairs, user, with_token, multipart, framing,
+                        breakage, chunk_size):
+    """Every POST route, its form sent with ``Transfer-Encoding: chunked``:
+    well-formed, it gets the answer the same body gets with a Content-Length;
+    broken, a 400; over the limit, a 413 — and nothing written unless the
+    answer says so."""
+    server, form = live
+    fields = MultiDict(pairs)
+    if user:
+        fields.update(user)
+    if with_token:
+        fields.setlist("csrf_token", [form.token])
+    if framing == "over the limit":  # last, so a body cut at the limit would still be a form
+        fields.add("padding", "x" * MAX_BODY_BYTES)
+    if multipart:
+        boundary, body = encode_multipart(fields)
+        content_type = f"multipart/form-data; boundary={boundary}"
+    else:
+        body, content_type = urlencode(list(fields.items(multi=True))).encode(), URLENCODED
+    framed = {"well-formed": lambda: chunked(body, piece=max(chunk_size, len(body) // 100)),
+              "broken": lambda: BROKEN_CHUNKS[breakage](body),
+              "over the limit": lambda: chunked(body)}[framing]()
+
+    before = checked.snapshot()
+    response = post(server.port, path, framed, cookie=form.cookie, content_type=content_type,
+                    half_close=framing == "broken")
+    assert_safe_answer(response.status, response.text, response.headers.get("Location"))
+    checked.statuses[response.status] = checked.statuses.get(response.status, 0) + 1
+    if response.status == SUCCESS[path] and framing == "well-formed":
+        return
+    assert checked.snapshot() == before, (framing, response.status)
+    if framing == "broken":
+        assert response.status == 400 and "chunked" in response.text, response.status
+    elif framing == "over the limit":
+        assert response.status == 413, response.status
+    else:  # nothing changed since: the same body with a Content-Length must fare the same
+        sized = post(server.port, path, body, cookie=form.cookie, content_type=content_type,
+                     framing="length")
+        assert sized.status == response.status, (sized.status, response.status)
+        assert checked.snapshot() == before
 
 
 # No "//..." paths here: the test client reads "//host/path" as a URL with a

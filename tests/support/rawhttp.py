@@ -19,6 +19,17 @@ def chunked(body: bytes, piece: int = 64 * 1024) -> bytes:
     return b"".join(chunks) + b"0\r\n\r\n"
 
 
+# Ways a client can break chunked framing: each turns a body into bytes no
+# server should take for a request body.
+BROKEN_CHUNKS = {
+    "size is not hex": lambda body: b"zz\r\n" + body + b"\r\n0\r\n\r\n",
+    "chunk longer than its size": lambda body: b"%x\r\n" % (len(body) - 3) + body + b"\r\n0\r\n\r\n",
+    "bad chunk extension": lambda body: b"%x;=\r\n" % len(body) + body + b"\r\n0\r\n\r\n",
+    "last chunk without its blank line": lambda body: chunked(body)[:-2],
+    "body cut mid-chunk": lambda body: chunked(body)[:len(body) // 2],
+}
+
+
 @dataclass
 class RawResponse:
     status: int
