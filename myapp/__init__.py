@@ -59,8 +59,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
 
 
 def register_extensions(app: Flask) -> None:
-    # Before CSRFProtect's own hook, which is the first to read the form;
-    # in this order, so the form's text is checked in the body read whole.
+    # Before CSRFProtect's own hook, which is the first to read the form.
+    # A chunked body is read whole first, so every later reader sees all of it.
     app.before_request(read_unsized_body_whole)
     app.before_request(reject_undecodable_form)
     csrf.init_app(app)

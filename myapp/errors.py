@@ -83,7 +83,6 @@ def add_security_headers(response: Response) -> Response:
     return response
 
 
-
 def forbid_storing_pages(response: Response) -> Response:
     """Pages show people's names and addresses: no cache, shared or the
     browser's own, may keep a copy. Static files keep Flask's caching

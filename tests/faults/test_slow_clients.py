@@ -6,7 +6,7 @@ byte then waits for the rest of the request with no time limit. So more slow
 connections than threads starve every normal visitor, and they are served
 again as soon as the attackers leave. This measures both, bounded: 2
 workers x 8 threads (the production defaults), 127.0.0.1 only, 10 visitors
-given 2 s each. The figures go in docs/reliability.md; the assertions are
+given 2 s each during an attack. The figures go in docs/reliability.md; the assertions are
 only what holds whatever the timing: nothing is served while three slow
 connections per thread hold the server, everything is once they are gone.
 Fewer attackers are measured too, but not asserted: each worker listens on
@@ -25,6 +25,9 @@ pytestmark = [pytest.mark.faults, pytest.mark.server]
 
 WORKERS, THREADS = 2, 8
 VISITORS, PATIENCE = 10, 2.0
+# For "everyone is served" (no attack, or once it is over): generous, since
+# the machine may be busy; it costs time only if the server is slow.
+PATIENCE_TO_SERVE = 15.0
 # Three per thread: each worker gets more than its 8 threads however the
 # kernel spreads them (for one to get 8 or fewer of 48: p < 1e-6).
 FLOOD = 3 * WORKERS * THREADS
@@ -32,14 +35,15 @@ FLOOD = 3 * WORKERS * THREADS
 
 def test_slow_clients_starve_the_threads_until_they_leave(start_server):
     server = start_server(workers=WORKERS, threads=THREADS)
-    figures = {"none": visit(server.port, VISITORS, PATIENCE).summary}
+    visit(server.port, VISITORS, PATIENCE_TO_SERVE)  # warm up: templates, pooled connections
+    figures = {"none": visit(server.port, VISITORS, PATIENCE_TO_SERVE).summary}
     assert figures["none"].startswith(f"{VISITORS}/{VISITORS}"), figures
 
     for kind, count in [("slowloris", 8), ("slowloris", 16), ("slowloris", FLOOD),
                         ("slow POST body", FLOOD), ("idle", FLOOD)]:
         with SlowClients(server.port, kind, count):
             during = visit(server.port, VISITORS, PATIENCE)
-        after = visit(server.port, VISITORS, PATIENCE)  # the attackers have left
+        after = visit(server.port, VISITORS, PATIENCE_TO_SERVE)  # the attackers have left
         figures[f"{count} {kind}"] = f"{during.summary} (after: {after.summary})"
         if count == FLOOD:
             assert not during.answered, (kind, during.summary)
