@@ -8,40 +8,16 @@ from typing import Any
 
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
-from werkzeug.routing import BaseConverter
 
-from myapp import cli, config, db, errors, views
-from myapp.forms import read_unsized_body_whole, reject_undecodable_form
-from myapp.models import BIGINT_MAX
+from myapp import cli, config, db, errors, guards, routing, templating, views
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 csrf = CSRFProtect()
 
 
-class IdConverter(BaseConverter):
-    """``<id:...>``: a user id in ASCII digits; an id no user can have is 404.
-
-    Ids that cannot exist (0, or beyond PostgreSQL's bigint) become
-    ``NO_SUCH_ID`` rather than failing the match: Werkzeug checks a rule's
-    methods before its converters, so a converter refusing ``/users/0/edit``
-    would leave only the edit form's GET rule matching that path, and a POST
-    would get 405 instead of the 404 of any unknown user. 0 is never an id
-    (identity columns start at 1), so the view looks it up and finds nothing.
-    """
-
-    regex = r"[0-9]{1,30}"  # not \d: Werkzeug's \d+ also takes "０" and other digits
-    NO_SUCH_ID = 0
-
-    def to_python(self, value: str) -> int:
-        number = int(value)
-        return number if 1 <= number <= BIGINT_MAX else self.NO_SUCH_ID
-
-    def to_url(self, value: int) -> str:
-        return str(int(value))
-
-
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
+    """The app, configured from the environment (``overrides`` on top)."""
     app = Flask(
         __name__,
         template_folder=str(PROJECT_ROOT / "templates"),
@@ -49,18 +25,42 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         instance_path=str(PROJECT_ROOT / "instance"),
     )
     app.config.from_mapping(config.from_environment(Path(app.instance_path), overrides))
-    app.url_map.converters["id"] = IdConverter
+    register_request_guards(app)
     register_extensions(app)
-    db.init_app(app)
-    app.register_blueprint(views.bp)
-    errors.init_app(app)
-    cli.init_app(app)
+    register_url_converters(app)
+    register_blueprints(app)
+    register_template_helpers(app)
+    register_errorhandlers(app)
+    register_commands(app)
     return app
 
 
+def register_request_guards(app: Flask) -> None:
+    # First: before_request hooks run in the order they were added, and
+    # these must refuse a bad body before CSRFProtect's hook reads the form.
+    guards.init_app(app)
+
+
 def register_extensions(app: Flask) -> None:
-    # Before CSRFProtect's own hook, which is the first to read the form.
-    # A chunked body is read whole first, so every later reader sees all of it.
-    app.before_request(read_unsized_body_whole)
-    app.before_request(reject_undecodable_form)
+    db.init_app(app)  # the engine, the session registry, its teardown remove()
     csrf.init_app(app)
+
+
+def register_url_converters(app: Flask) -> None:
+    routing.init_app(app)
+
+
+def register_blueprints(app: Flask) -> None:
+    app.register_blueprint(views.bp)
+
+
+def register_template_helpers(app: Flask) -> None:
+    templating.init_app(app)
+
+
+def register_errorhandlers(app: Flask) -> None:
+    errors.init_app(app)
+
+
+def register_commands(app: Flask) -> None:
+    cli.init_app(app)

@@ -118,9 +118,7 @@ def import_users_command(csv_file: str) -> None:
     size = os.fstat(raw.fileno()).st_size
     try:
         with raw, click.progressbar(length=size, label="Importing", file=sys.stderr) as bar:
-            lines = io.TextIOWrapper(
-                io.BufferedReader(_ProgressReader(raw, bar)), encoding="utf-8-sig", newline=""
-            )
+            lines = importing.text_lines(io.BufferedReader(_ProgressReader(raw, bar)))
             report = importing.import_users(db.Session(), lines)
     except importing.ImportFormatError as err:
         _fail(f"{csv_file}: {err} Nothing was imported.", status=2)

@@ -19,6 +19,8 @@ from sqlalchemy.exc import ArgumentError
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg2:///myapp"
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+# The limit as people read it: the import page and the 413 answer.
+MAX_UPLOAD_TEXT = f"{MAX_UPLOAD_BYTES // 2**20} MB"
 # What a multipart request carries besides the file: boundaries, part
 # headers, the CSRF token. The request may be this much larger than the file
 # limit, so that the file itself is what is held to it (views.import_users).

@@ -2,8 +2,9 @@
 
 * One engine per process, built from the config by :func:`init_app`.
 * ``Session`` is a module-level ``scoped_session``: a registry made once per
-  process that hands each thread its own ``Session``. A view calls
-  ``Session()`` and gets the session of the thread serving its request.
+  process that hands each thread its own ``orm.Session``. A view calls
+  ``db.Session()`` and gets the session of the thread serving its request;
+  services receive it as an argument (typed ``orm.Session``, the ORM class).
 * :func:`remove_session` runs on ``teardown_appcontext`` — after every request
   and every CLI command — and calls ``Session.remove()``: the thread's
   session is closed (any read transaction is rolled back, its connection goes
@@ -19,12 +20,10 @@ import logging
 import os
 
 from flask import Flask
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, orm, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlalchemy.orm import Session as SessionType
-from sqlalchemy.orm import scoped_session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 from myapp.models import Base
@@ -32,7 +31,7 @@ from myapp.models import Base
 # expire_on_commit=False: objects a service returns stay readable after its
 # transaction commits, without a surprise SELECT (or a DetachedInstanceError
 # once the session is removed).
-Session = scoped_session(sessionmaker(expire_on_commit=False))
+Session = orm.scoped_session(orm.sessionmaker(expire_on_commit=False))
 
 _engine: Engine | None = None
 
@@ -48,7 +47,6 @@ def init_app(app: Flask) -> None:
         _engine.dispose()
     _engine = build_engine(app.config)
     Session.configure(bind=_engine)
-    app.extensions["myapp.engine"] = _engine
     app.teardown_appcontext(remove_session)
 
 
@@ -192,7 +190,7 @@ def create_schema(bind: Engine, drop: bool = False) -> None:
         Base.metadata.create_all(conn)
 
 
-def ping(session: SessionType) -> bool:
+def ping(session: orm.Session) -> bool:
     """True if the database answers a trivial query through ``session``."""
     try:
         session.execute(text("SELECT 1"))

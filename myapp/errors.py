@@ -1,4 +1,5 @@
-"""Error pages, the 503 for a lost database, and security headers.
+"""Error pages, the 404 of an unknown user, the 503 for a lost database, and
+security headers.
 
 Every error a visitor can meet is one of the site's own pages; internals
 (tracebacks, SQL) only ever go to the log.
@@ -10,7 +11,9 @@ from flask import Flask, Response, current_app, render_template, request
 from psycopg2.errorcodes import UNDEFINED_TABLE
 from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from werkzeug.exceptions import HTTPException, ServiceUnavailable
+from werkzeug.exceptions import HTTPException, NotFound, ServiceUnavailable
+
+from myapp.users import UserNotFound
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -42,6 +45,7 @@ DATABASE_UNAVAILABLE = (
 
 def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, render_http_error)
+    app.register_error_handler(UserNotFound, user_not_found)
     # Pool exhausted (no connection within DB_POOL_TIMEOUT), server down,
     # connection cut, statement_timeout: all mean "try again later".
     # A missing table means init-db was never run (also a 503). Any other
@@ -59,6 +63,11 @@ def render_http_error(error: HTTPException):
         headers.append(("Retry-After", "5"))
     body = render_template("error.html", error=error)
     return body, error.code, headers
+
+
+def user_not_found(error: UserNotFound):
+    """Any view that names a user who does not exist (or no longer does)."""
+    return render_http_error(NotFound("There is no user with this id; it may have been deleted."))
 
 
 def database_unavailable(error: Exception):

@@ -8,7 +8,7 @@ case-insensitive unique email — are enforced by the database itself.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from sqlalchemy import (
     BigInteger,
@@ -29,25 +29,26 @@ NAME_MAX = 100
 BIGINT_MAX = 2**63 - 1  # the largest id PostgreSQL's bigint can hold
 EMAIL_MIN, EMAIL_MAX = 3, 254
 EMAIL_UNIQUE_INDEX = "users_email_lower_key"
-SEARCH_INDEX = "users_search_trgm_idx"
+
+# The column shapes both tables use.
+BigIdentity = Annotated[int, mapped_column(BigInteger, Identity(), primary_key=True)]
+ServerTimestamp = Annotated[
+    datetime, mapped_column(DateTime(timezone=True), server_default=func.now())
+]
 
 
 class Base(DeclarativeBase):
-    pass
+    type_annotation_map = {str: Text}
 
 
 class User(Base):
     __tablename__ = "users"
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    name: Mapped[str] = mapped_column(Text)
-    email: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
-    updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
-    )
+    id: Mapped[BigIdentity]
+    name: Mapped[str]
+    email: Mapped[str] = mapped_column()  # assigned: the index below names it
+    created_at: Mapped[ServerTimestamp]
+    updated_at: Mapped[ServerTimestamp] = mapped_column(onupdate=func.now())
     version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
 
     __mapper_args__ = {
@@ -77,8 +78,8 @@ class User(Base):
 # term, so no match can span the newline between them.
 USER_SEARCH_TEXT = User.name + literal("\n", Text) + User.email
 
-Index(
-    SEARCH_INDEX,
+SEARCH_INDEX = Index(
+    "users_search_trgm_idx",
     USER_SEARCH_TEXT.label("search_text"),
     postgresql_using="gin",
     postgresql_ops={"search_text": "gin_trgm_ops"},
@@ -88,16 +89,12 @@ Index(
 class AuditEvent(Base):
     __tablename__ = "audit_events"
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    id: Mapped[BigIdentity] = mapped_column()  # assigned: the index below names it
     # Deliberately not a foreign key: the history outlives the user.
     user_id: Mapped[int] = mapped_column(BigInteger)
-    action: Mapped[str] = mapped_column(Text)
-    at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
-    detail: Mapped[dict[str, Any]] = mapped_column(
-        JSONB, server_default="{}"
-    )
+    action: Mapped[str]
+    at: Mapped[ServerTimestamp]
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
 
     __table_args__ = (
         CheckConstraint(

@@ -1,29 +1,27 @@
 """User services: every business rule about users lives here.
 
-Each function takes the ``Session`` to work in as its first argument and
+Each function takes the ``orm.Session`` to work in as its first argument and
 knows nothing of Flask, so the views, the CLI and the tests call the same
 code with whatever session they own. Writes open their own short transaction
 with ``with session.begin():`` — it commits when the block ends and rolls
 back if anything in it raises — and write their audit row inside it.
+
+A user comes in three shapes: ``User``, the mapped row a session tracks;
+``UserFields`` (myapp.validation), input already cleaned, with no id yet;
+``UserSnapshot``, plain values that outlive the session that read them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import orm, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from myapp.models import EMAIL_UNIQUE_INDEX, USER_SEARCH_TEXT, AuditEvent, User
+from myapp.models import EMAIL_UNIQUE_INDEX, AuditEvent, User
 from myapp.validation import UserFields
-
-PAGE_SIZE = 50
-MAX_PAGE_SIZE = 200
-
 
 class UserNotFound(LookupError):
     pass
@@ -36,16 +34,23 @@ class EmailTaken(ValueError):
 
 
 class UserSnapshot(NamedTuple):
-    """A user's values at one moment: plain data, no ORM state."""
+    """A user's values as read at one moment: plain data, no ORM state.
+
+    What the list page shows (a named tuple: a page builds fifty, and a tuple
+    is built in a fraction of a dataclass's time), and what a failed edit
+    reports (see :class:`StaleVersion`): readable whatever became of the
+    session or the row since.
+    """
 
     id: int
     name: str
     email: str
     version: int
+    created_at: datetime
 
     @classmethod
     def of(cls, user: User) -> UserSnapshot:
-        return cls(user.id, user.name, user.email, user.version)
+        return cls(user.id, user.name, user.email, user.version, user.created_at)
 
 
 class StaleVersion(Exception):
@@ -65,32 +70,21 @@ class StaleVersion(Exception):
         self.current = current
 
 
-class UserRow(NamedTuple):
-    """What the list page shows of a user: plain values, no ORM state.
-
-    A named tuple rather than a frozen dataclass: a page builds fifty, and a
-    tuple is built in a fraction of the time.
-    """
-
-    id: int
-    name: str
-    email: str
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class UserPage:
-    users: list[UserRow]
-    next_after: int | None  # keyset cursor of the next page, if there is one
-
-
 def is_email_conflict(err: IntegrityError) -> bool:
     """True if ``err`` is the case-insensitive unique email index firing."""
     diag = getattr(err.orig, "diag", None)
     return getattr(diag, "constraint_name", None) == EMAIL_UNIQUE_INDEX
 
 
-def create_user(session: Session, fields: UserFields) -> User:
+def _audit(session: orm.Session, user: User, action: str, detail: dict | None = None) -> None:
+    """Add the audit row of ``action`` to the open transaction; by default
+    its detail is the user's values (what was created, or deleted)."""
+    if detail is None:
+        detail = {"name": user.name, "email": user.email}
+    session.add(AuditEvent(user_id=user.id, action=action, detail=detail))
+
+
+def create_user(session: orm.Session, fields: UserFields) -> User:
     """Insert a user and its ``create`` audit event in one transaction.
 
     Uniqueness is left to the database: checking first and inserting after
@@ -104,13 +98,7 @@ def create_user(session: Session, fields: UserFields) -> User:
             # INSERT now, inside the open transaction: the audit row needs
             # the id PostgreSQL assigns. Nothing is visible to others yet.
             session.flush()
-            session.add(
-                AuditEvent(
-                    user_id=user.id,
-                    action="create",
-                    detail={"name": user.name, "email": user.email},
-                )
-            )
+            _audit(session, user, "create")
     except IntegrityError as err:
         if is_email_conflict(err):
             raise EmailTaken(fields.email) from None
@@ -118,7 +106,7 @@ def create_user(session: Session, fields: UserFields) -> User:
     return user
 
 
-def update_user(session: Session, user_id: int, version: int, fields: UserFields) -> User:
+def update_user(session: orm.Session, user_id: int, version: int, fields: UserFields) -> User:
     """Save new values over version ``version`` of the user, with an audit row.
 
     Two checks guard against lost updates. The submitted ``version`` must be
@@ -141,7 +129,7 @@ def update_user(session: Session, user_id: int, version: int, fields: UserFields
                 return user
             user.name, user.email = fields.name, fields.email
             session.flush()  # UPDATE ... WHERE id = :id AND version = :version
-            session.add(AuditEvent(user_id=user.id, action="update", detail={"changes": changes}))
+            _audit(session, user, "update", {"changes": changes})
     except StaleDataError:
         # The block rolled back; read the row as the winner left it (a
         # UserNotFound if the winner deleted it).
@@ -153,7 +141,7 @@ def update_user(session: Session, user_id: int, version: int, fields: UserFields
     return user
 
 
-def delete_user(session: Session, user_id: int) -> User:
+def delete_user(session: orm.Session, user_id: int) -> User:
     """Delete the user; its audit history stays, with a ``delete`` event added.
 
     The delete form carries no version: "delete this user" stands whatever
@@ -169,53 +157,11 @@ def delete_user(session: Session, user_id: int) -> User:
     with session.begin():
         user = get_user(session, user_id, for_update=True)
         session.delete(user)
-        session.add(
-            AuditEvent(
-                user_id=user.id,
-                action="delete",
-                detail={"name": user.name, "email": user.email},
-            )
-        )
+        _audit(session, user, "delete")
     return user
 
 
-def _like_pattern(text: str) -> str:
-    """``%text%`` with LIKE's wildcards in ``text`` matched literally."""
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
-def list_users(
-    session: Session,
-    *,
-    search: str | None = None,
-    after: int | None = None,
-    limit: int = PAGE_SIZE,
-) -> UserPage:
-    """Newest users first, one keyset page at a time.
-
-    ``after`` is the id of the last user of the previous page; the page is
-    ``id < after``, so its cost does not grow with how deep the page is, and
-    one extra row tells whether a next page exists — no COUNT(*).
-    """
-    stmt = (
-        select(User.id, User.name, User.email, User.created_at)
-        .order_by(User.id.desc())
-        .limit(limit + 1)
-    )
-    if after is not None:
-        stmt = stmt.where(User.id < after)
-    if search:
-        pattern = _like_pattern(search)
-        # Name or email, through the one trigram index on both (models.py).
-        stmt = stmt.where(USER_SEARCH_TEXT.ilike(pattern, escape="\\"))
-    rows = [UserRow._make(row) for row in session.execute(stmt)]
-    has_more = len(rows) > limit
-    rows = rows[:limit]
-    return UserPage(users=rows, next_after=rows[-1].id if has_more else None)
-
-
-def get_user(session: Session, user_id: int, *, for_update: bool = False) -> User:
+def get_user(session: orm.Session, user_id: int, *, for_update: bool = False) -> User:
     """The user with this id; ``for_update`` locks its row until the transaction ends."""
     user = session.get(User, user_id, with_for_update=True if for_update else None)
     if user is None:
@@ -223,7 +169,7 @@ def get_user(session: Session, user_id: int, *, for_update: bool = False) -> Use
     return user
 
 
-def user_history(session: Session, user_id: int) -> list[AuditEvent]:
+def user_history(session: orm.Session, user_id: int) -> list[AuditEvent]:
     """The user's audit events, newest first (kept after the user is deleted)."""
     stmt = (
         select(AuditEvent)

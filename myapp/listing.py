@@ -1,0 +1,57 @@
+"""The users list: newest first, a keyset page at a time, optionally searched."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import orm, select
+
+from myapp.models import EMAIL_MAX, NAME_MAX, USER_SEARCH_TEXT, User
+from myapp.users import UserSnapshot
+
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+# Long enough to search for any whole stored value (an address is up to 254).
+SEARCH_MAX = max(NAME_MAX, EMAIL_MAX)
+
+
+@dataclass(frozen=True)
+class UserPage:
+    users: list[UserSnapshot]
+    next_after: int | None  # keyset cursor of the next page, if there is one
+
+
+def _like_pattern(text: str) -> str:
+    """``%text%`` with LIKE's wildcards in ``text`` matched literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def list_users(
+    session: orm.Session,
+    *,
+    search: str | None = None,
+    after: int | None = None,
+    limit: int = PAGE_SIZE,
+) -> UserPage:
+    """Newest users first, one keyset page at a time.
+
+    ``after`` is the id of the last user of the previous page; the page is
+    ``id < after``, so its cost does not grow with how deep the page is, and
+    one extra row tells whether a next page exists — no COUNT(*).
+    """
+    stmt = (
+        select(User.id, User.name, User.email, User.version, User.created_at)
+        .order_by(User.id.desc())
+        .limit(limit + 1)
+    )
+    if after is not None:
+        stmt = stmt.where(User.id < after)
+    if search:
+        pattern = _like_pattern(search)
+        # Name or email, through the one trigram index on both (models.py).
+        stmt = stmt.where(USER_SEARCH_TEXT.ilike(pattern, escape="\\"))
+    rows = [UserSnapshot._make(row) for row in session.execute(stmt)]
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    return UserPage(users=rows, next_after=rows[-1].id if has_more else None)
