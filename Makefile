@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DATABASE_URL ?= postgresql+psycopg2:///myapp
 
-.PHONY: serve test install install-dev bench screenshots clean
+.PHONY: serve test test-quick install install-dev bench screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ test: install-dev
 	./scripts/install-system-deps
 	$(BIN)/bandit --quiet --configfile pyproject.toml --recursive myapp app.py wsgi.py gunicorn.conf.py
 	$(BIN)/pytest
+
+## The inner loop: the in-process tests only (no gunicorn, no browser, no
+## fault injection); `make test` stays the whole suite, as CI runs it
+test-quick: install-dev
+	$(BIN)/pytest -m "not server and not faults"
 
 ## Retake the README's pictures in docs/screenshots/ (the browser tests, saving them there)
 screenshots: install-dev

@@ -24,7 +24,7 @@ from bench.suite import (
     ROOT, THREADS, WORKERS, csrf_session, database_url, drop_database, fresh_database,
     machine_info, seed, wrk,
 )
-from tests.support.server import GunicornServer
+from harness.gunicorn import GunicornServer
 
 USERS = 1_000
 # Server name -> (gunicorn app module, BENCH_FLOOR, what it leaves out).

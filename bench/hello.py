@@ -16,5 +16,5 @@ def hello():
 
 @app.get("/healthz")
 def healthz():
-    # What tests/support/server.py polls before it says the server is ready.
+    # What harness/gunicorn.py polls before it says the server is ready.
     return {"status": "ok"}

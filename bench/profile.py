@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 
 from bench.suite import ROOT, THREADS, WORKERS, csrf_session, wrk
-from tests.support.server import GunicornServer
+from harness.gunicorn import GunicornServer
 
 PY_SPY = Path(sys.executable).with_name("py-spy")
 

@@ -32,10 +32,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from bench import report
-from tests.support.server import GunicornServer
+from harness.flask_cli import run_flask, start_flask
+from harness.gunicorn import GunicornServer
 
 ROOT = Path(__file__).resolve().parent.parent
-FLASK = Path(sys.executable).with_name("flask")
 WRK_SCRIPT = ROOT / "bench" / "wrk.lua"
 # The issue's measuring setup: gunicorn 2 workers x 8 threads, wrk -t2 -c16.
 WORKERS, THREADS = 2, 8
@@ -107,11 +107,9 @@ def flask_cli(url: str, *args: str, ok: tuple[int, ...] = (0,)) -> tuple[float, 
     An exit status outside ``ok`` raises (``import-users`` exits 1 when it
     rejected rows, which the import bench does on purpose).
     """
-    env = {**os.environ, "DATABASE_URL": url}
     started = time.monotonic()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen([str(FLASK), "--app", "app", *args], cwd=ROOT, env=env,
-                                stdout=out, stderr=err, text=True)
+        proc = start_flask(*args, database_url=url, stdout=out, stderr=err)
         # wait4 gives this one child's own peak RSS (ru_maxrss, KiB).
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -374,12 +372,11 @@ class Suite:
     def bench_imports(self) -> None:
         """The lifecycle issue's import target: files with 1% bad rows, rows/s
         and the command's memory above what it needs to import one row."""
-        if subprocess.run([str(FLASK), "--app", "app", "import-users", "--help"], cwd=ROOT,
-                          capture_output=True).returncode != 0:
+        url = database_url(f"myapp_bench_{size_label(max(self.s.sizes))}")
+        if run_flask("import-users", "--help", database_url=url).returncode != 0:
             self.imports = {"status": "not available: this checkout has no import-users command"}
             self.log("import-users: not available in this checkout, skipped")
             return
-        url = database_url(f"myapp_bench_{size_label(max(self.s.sizes))}")
         taken = scalar(url, "SELECT email FROM users ORDER BY id LIMIT 1")
         csv_dir = self.s.out_dir / "tmp"
         csv_dir.mkdir(parents=True, exist_ok=True)

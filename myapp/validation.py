@@ -27,7 +27,8 @@ class InvalidField(ValueError):
 
 @dataclass(frozen=True)
 class UserFields:
-    """A user's name and email, already cleaned and validated."""
+    """A user's name and email, cleaned and validated: what a form or a CSV
+    row submits, before the database gives it an id."""
 
     name: str
     email: str

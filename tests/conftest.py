@@ -1,18 +1,37 @@
-"""Fixtures: a real PostgreSQL database per test run, the app, a client.
+"""Fixtures: a real PostgreSQL database per test run, the app, clean tables.
 
-The database is created when the run starts and dropped when it ends; each
-test starts with empty tables. If no server is reachable the run stops at
-once, with one line saying how to point it at one.
+The database is created when the run starts and dropped when it ends. If no
+server is reachable the run stops at once, with one line saying how to point
+it at one. pytest-flask provides ``config`` (``app.config``) and the
+``options`` marker; its ``client`` and its request context are replaced
+below, each saying why.
+
+Every test that touches the database starts with empty tables, one of two ways:
+
+* **Rolled back** (the default for tests that use the app in this process):
+  the test runs inside one transaction on one connection, which every session
+  of the app joins — their own transactions become SAVEPOINTs
+  (``join_transaction_mode="create_savepoint"``, SQLAlchemy's "joining a
+  session into an external transaction") — and is rolled back at its end.
+  Read through ``tables``, which uses that same connection.
+* **Committed**, for tests marked ``commits`` or ``server``: another
+  connection or process must see what the app commits (gunicorn, a ``flask``
+  subprocess, threads with connections of their own, the pool itself, a
+  second connection the test opens), or ``now()`` must move between
+  transactions. Their tables are emptied with TRUNCATE (ids restarting at
+  1) before they start and when they end.
 """
 
 from __future__ import annotations
+
+import functools
 
 import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
 from myapp import create_app, db
-from tests.support import database
+from tests.support import database, factories
 
 
 @pytest.fixture(scope="session")
@@ -51,19 +70,22 @@ def app(database_url):
 
 @pytest.fixture(autouse=True)
 def _push_request_context():
-    """Opt out of pytest-flask's autouse request context, on purpose.
-
-    pytest-flask pushes a request context for the whole test. In Flask 3.1 a
-    client request then reuses that already-pushed app context, so
-    ``teardown_appcontext`` — our ``Session.remove()`` — would not run after
-    each request, and tests would no longer see production's session
-    lifecycle. Tests that need a context push one themselves.
-    """
+    """Replaces pytest-flask's autouse fixture of this name (only the same
+    name overrides it), which pushes one request context around each whole
+    test: in Flask 3.1 every ``client`` request would then reuse that app
+    context, ``teardown_appcontext`` — ``Session.remove()`` — would not run
+    between requests, and one session would serve them all, as production
+    never does. Tests that need a context push their own."""
 
 
 @pytest.fixture
 def client(app):
-    """A test client used outside any context, so each request tears down."""
+    """A test client used outside any context, so each request tears down.
+
+    Replaces pytest-flask's, which enters ``with app.test_client()``: that
+    keeps each request's context until the next request, so the session
+    would be removed one request late (and a request sent from another
+    thread would fail to pop its context)."""
     return app.test_client()
 
 
@@ -74,19 +96,59 @@ def runner(app):
 
 @pytest.fixture(scope="session")
 def inspect_engine(database_url):
-    """A separate engine for the tests' own looks at the database."""
+    """A separate engine: a connection of the test's own, apart from the app's."""
     engine = create_engine(database_url, poolclass=NullPool)
     yield engine
     engine.dispose()
 
 
+def _rolls_back(request) -> bool:
+    return "app" in request.fixturenames and not any(
+        request.node.get_closest_marker(marker) for marker in ("commits", "server")
+    )
+
+
 @pytest.fixture(autouse=True)
-def _empty_tables(request):
-    """Every test starts with empty tables (only tests that touch the database)."""
-    if "database_url" not in request.fixturenames:
-        yield
-        return
-    engine = request.getfixturevalue("inspect_engine")
-    database.truncate_tables(engine)
-    yield
-    db.Session.remove()
+def _database_bind(request):
+    """Empty tables for every test that touches the database (see above);
+    yields what ``tables`` reads through."""
+    if not {"database_url", "tables"} & set(request.fixturenames):
+        yield None
+    elif _rolls_back(request):
+        request.getfixturevalue("app")
+        db.Session.remove()
+        with db.engine().connect() as connection:
+            outer = connection.begin()
+            db.Session.configure(bind=connection, join_transaction_mode="create_savepoint")
+            try:
+                yield connection
+            finally:
+                db.Session.remove()
+                # Back to the engine, and to SQLAlchemy's default join mode.
+                db.Session.configure(bind=db.engine(), join_transaction_mode="conditional_savepoint")
+                outer.rollback()
+    else:
+        request.getfixturevalue("database_url")
+        engine = request.getfixturevalue("inspect_engine")
+        # Before: ids start at 1 again (rolled-back tests advance the
+        # sequences; a rollback does not undo that). After: the next test,
+        # which may be a rolled-back one, starts with empty tables.
+        database.truncate_tables(engine)
+        try:
+            yield engine
+        finally:
+            db.Session.remove()
+            database.truncate_tables(engine)
+
+
+@pytest.fixture
+def tables(_database_bind) -> database.Tables:
+    """The app's tables, read as this test must see them."""
+    return database.Tables(_database_bind)
+
+
+@pytest.fixture
+def make_user(app):
+    """``make_user(name=..., email=...)``: a user (and its audit row) made
+    through the app's own service."""
+    return functools.partial(factories.make_user, app)

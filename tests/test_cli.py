@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from harness.flask_cli import run_flask
 from myapp.models import EMAIL_UNIQUE_INDEX
-from tests.support.database import drop_test_database, row_counts
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-FLASK = Path(sys.executable).with_name("flask")
-
-
-def flask(*args, database_url, env=None, timeout=120):
-    env = {**os.environ, "DATABASE_URL": str(database_url), "SECRET_KEY": "cli-test", **(env or {})}
-    return subprocess.run(
-        [str(FLASK), "--app", "app", *args],
-        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout,
-    )
+from tests.support.commands import assert_one_error_line
+from tests.support.database import drop_test_database
 
 
 def _schema(url):
@@ -43,14 +29,14 @@ def _schema(url):
 def test_init_db_creates_the_database_then_is_idempotent(database_url):
     url = make_url(database_url).set(database=make_url(database_url).database + "_cli")
     try:
-        first = flask("init-db", database_url=url.render_as_string(hide_password=False))
+        first = run_flask("init-db", database_url=url)
         assert first.returncode == 0, first.stderr
         assert "Created database" in first.stdout
         schema = _schema(url)
         assert {"users", "audit_events"} <= {row.tablename for row in schema}
         assert "users_email_lower_key" in {row.indexname for row in schema}
 
-        second = flask("init-db", database_url=url.render_as_string(hide_password=False))
+        second = run_flask("init-db", database_url=url)
         assert second.returncode == 0, second.stderr
         assert "exists" in second.stdout
         assert _schema(url) == schema
@@ -59,7 +45,7 @@ def test_init_db_creates_the_database_then_is_idempotent(database_url):
 
 
 def test_init_db_on_an_unreachable_server_is_one_line_and_exit_1():
-    result = flask("init-db", database_url="postgresql+psycopg2://nobody@127.0.0.1:1/nowhere")
+    result = run_flask("init-db", database_url="postgresql+psycopg2://nobody@127.0.0.1:1/nowhere")
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -67,36 +53,37 @@ def test_init_db_on_an_unreachable_server_is_one_line_and_exit_1():
     assert "Traceback" not in result.stderr + result.stdout
 
 
-def test_init_db_drop_yes_empties_the_tables(app, database_url, inspect_engine, runner):
+@pytest.mark.commits  # a `flask` subprocess must see the seeded users
+def test_init_db_drop_yes_empties_the_tables(database_url, runner, tables):
     assert runner.invoke(args=["seed-users", "--count", "5"]).exit_code == 0
-    assert row_counts(inspect_engine) == (5, 5)
-    result = flask("init-db", "--drop", "--yes", database_url=database_url)
+    assert tables.counts() == (5, 5)
+    result = run_flask("init-db", "--drop", "--yes", database_url=database_url)
     assert result.returncode == 0, result.stderr
-    assert row_counts(inspect_engine) == (0, 0)
+    assert tables.counts() == (0, 0)
 
 
-def test_init_db_drop_without_yes_asks_and_aborts(app, inspect_engine, runner):
+def test_init_db_drop_without_yes_asks_and_aborts(runner, tables):
     assert runner.invoke(args=["seed-users", "--count", "2"]).exit_code == 0
     result = runner.invoke(args=["init-db", "--drop"], input="n\n")
     assert result.exit_code != 0
-    assert row_counts(inspect_engine) == (2, 2)
+    assert tables.counts() == (2, 2)
 
 
-def test_seed_users_inserts_users_with_audit_rows(database_url, inspect_engine):
-    result = flask("seed-users", "--count", "1234", database_url=database_url)
+def test_seed_users_inserts_users_with_audit_rows(database_url, tables):
+    result = run_flask("seed-users", "--count", "1234", database_url=database_url)
     assert result.returncode == 0, result.stderr
     assert "Inserted 1234 users" in result.stdout
-    assert row_counts(inspect_engine) == (1234, 1234)
-    again = flask("seed-users", "--count", "10", database_url=database_url)
+    assert tables.counts() == (1234, 1234)
+    again = run_flask("seed-users", "--count", "10", database_url=database_url)
     assert again.returncode == 0, again.stderr  # a second run never collides on emails
-    assert row_counts(inspect_engine) == (1244, 1244)
+    assert tables.counts() == (1244, 1244)
 
 
-def test_seed_users_rejects_a_bad_count(runner, app, inspect_engine):
+def test_seed_users_rejects_a_bad_count(runner, tables):
     for count in ("0", "-3", "many"):
         result = runner.invoke(args=["seed-users", "--count", count])
         assert result.exit_code == 2
-    assert row_counts(inspect_engine) == (0, 0)
+    assert tables.counts() == (0, 0)
 
 
 @pytest.mark.parametrize("url, env, named", [
@@ -105,7 +92,7 @@ def test_seed_users_rejects_a_bad_count(runner, app, inspect_engine):
     ("postgresql+psycopg2:///unused", {"DB_POOL_TIMEOUT": "abc"}, "DB_POOL_TIMEOUT must be a whole number"),
 ])
 def test_a_malformed_setting_is_one_line_naming_it_and_exit_1(url, env, named):
-    result = flask("init-db", database_url=url, env=env, timeout=60)
+    result = run_flask("init-db", database_url=url, env=env, timeout=60)
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"Error: {named}")
@@ -115,16 +102,8 @@ def test_a_malformed_setting_is_one_line_naming_it_and_exit_1(url, env, named):
 # --- a database error of any kind is one line, not a traceback ---------------
 
 
-def assert_one_error_line(result, *phrases):
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
-    for phrase in phrases:
-        assert phrase in errors[0]
-    assert "Traceback" not in result.stderr + result.stdout
-
-
 def test_seed_users_on_a_database_without_tables_is_one_line(database_without_tables):
-    result = flask("seed-users", "--count", "3", database_url=database_without_tables)
+    result = run_flask("seed-users", "--count", "3", database_url=database_without_tables)
     assert result.returncode == 1
     assert_one_error_line(result, 'relation "users" does not exist')
 
@@ -134,6 +113,6 @@ def test_init_db_refused_by_the_database_is_one_line(database_without_tables):
     with engine.begin() as conn:  # a table already holds the name of init-db's index
         conn.execute(text(f"CREATE TABLE {EMAIL_UNIQUE_INDEX} (x int)"))
     engine.dispose()
-    result = flask("init-db", database_url=database_without_tables)
+    result = run_flask("init-db", database_url=database_without_tables)
     assert result.returncode == 1
     assert_one_error_line(result, "already exists")

@@ -7,17 +7,18 @@ import os
 import pytest
 from sqlalchemy import text
 
+from harness.gunicorn import GunicornServer
 from myapp import db
 from tests.support.http import Browser
 from tests.support.sampling import app_backends
-from tests.support.server import GunicornServer
 
 
 def _backend_pid() -> int:
     return db.Session().scalar(text("SELECT pg_backend_pid()"))
 
 
-def test_forked_child_opens_its_own_connection(app, inspect_engine):
+@pytest.mark.commits  # the pool itself is checked: no test connection may hold one
+def test_forked_child_opens_its_own_connection(app):
     db.engine().dispose()  # start from a pool holding exactly one connection
     with app.app_context():
         parent_backend = _backend_pid()

@@ -11,17 +11,17 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import text
 
-from tests.support.database import row_counts
+from harness import PROJECT_ROOT
+from harness.gunicorn import GUNICORN, GunicornServer, free_port
 from tests.support.http import Browser
 from tests.support.sampling import ConnectionSampler, app_connections
-from tests.support.server import GUNICORN, PROJECT_ROOT, GunicornServer, free_port
 
 pytestmark = pytest.mark.server
 
 WORKERS, THREADS = 2, 4
 CLIENTS, CREATES = 16, 100
 
-def test_concurrent_creates_through_gunicorn(database_url, inspect_engine):
+def test_concurrent_creates_through_gunicorn(database_url, inspect_engine, tables):
     with GunicornServer(database_url, workers=WORKERS, threads=THREADS) as server:
         names = [f"myapp[{pid}]" for pid in server.worker_pids()]
         assert len(names) == WORKERS
@@ -43,14 +43,14 @@ def test_concurrent_creates_through_gunicorn(database_url, inspect_engine):
 
         assert [status for status, _ in results] == [303] * CREATES
         assert all("/users/" in location for _, location in results)
-        assert row_counts(inspect_engine) == (CREATES, CREATES)
+        assert tables.counts() == (CREATES, CREATES)
         assert sampler.samples > 0
         assert 0 < sampler.peak <= WORKERS * THREADS
         total, idle_in_transaction = app_connections(inspect_engine)
         assert total <= WORKERS * THREADS
         assert idle_in_transaction == 0
         # Every acknowledged create has its audit row.
-        with inspect_engine.connect() as conn:
+        with tables.connect() as conn:
             orphans = conn.scalar(
                 text(
                     "SELECT count(*) FROM users u LEFT JOIN audit_events a"
@@ -60,7 +60,7 @@ def test_concurrent_creates_through_gunicorn(database_url, inspect_engine):
         assert orphans == 0
 
 
-def test_csrf_token_from_one_worker_is_accepted_by_the_other(database_url, inspect_engine):
+def test_csrf_token_from_one_worker_is_accepted_by_the_other(database_url, tables):
     """SECRET_KEY is shared, so any worker verifies any worker's token."""
     with GunicornServer(database_url, workers=WORKERS, threads=1) as server:
         statuses = []
@@ -73,7 +73,7 @@ def test_csrf_token_from_one_worker_is_accepted_by_the_other(database_url, inspe
                                token=token).status_code
             )
     assert statuses == [303] * 12
-    assert row_counts(inspect_engine) == (12, 12)
+    assert tables.counts() == (12, 12)
 
 
 def test_the_log_says_where_the_workers_listen(database_url):

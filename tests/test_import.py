@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from sqlalchemy import event, text
 
+from harness.flask_cli import run_flask
 from myapp import db, importing, users
 from myapp.config import MAX_UPLOAD_BYTES
-from myapp.validation import UserFields
-from tests.support.database import row_counts, table_snapshot
-from tests.support.forms import csrf_token
-from tests.test_cli import assert_one_error_line
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from tests.support.commands import assert_one_error_line
+from tests.support.database import assert_nothing_written
+from tests.support.forms import csrf_token, upload
 
 # Line numbers are the file's own, counting the header as line 1.
 MIXED = (
@@ -46,26 +40,8 @@ MIXED_CREATED = {"one@example.com", "two@example.com", "quoted@example.com"}
 
 
 @pytest.fixture
-def existing_user(app):
-    with app.app_context():
-        return users.create_user(db.Session(), UserFields("Existing", "existing@example.com"))
-
-
-def stored_emails(engine):
-    with engine.connect() as conn:
-        return {email for (email,) in conn.execute(text("SELECT email FROM users"))}
-
-
-def upload(client, content: bytes | str, filename="users.csv", field="file"):
-    token = csrf_token(client, "/users/import")
-    if field == "file":
-        data = content.encode() if isinstance(content, str) else content
-        payload = {"file": (io.BytesIO(data), filename)}
-    else:
-        payload = {"csv": content}
-    return client.post(
-        "/users/import", data={"csrf_token": token, **payload}, content_type="multipart/form-data"
-    )
+def existing_user(make_user):
+    return make_user("Existing", "existing@example.com")
 
 
 def assert_mixed_report(html):
@@ -84,27 +60,28 @@ def test_import_form_has_file_and_textarea(client):
 
 
 @pytest.mark.parametrize("field", ["file", "csv"])
-def test_mixed_file_keeps_good_rows_and_reports_each_bad_one(client, inspect_engine, existing_user, field):
+def test_mixed_file_keeps_good_rows_and_reports_each_bad_one(client, existing_user, field, tables):
     response = upload(client, MIXED, field=field)
     assert response.status_code == 200
     assert_mixed_report(response.get_data(as_text=True))
-    assert stored_emails(inspect_engine) == MIXED_CREATED | {"existing@example.com"}
-    assert row_counts(inspect_engine) == (4, 4)  # every created user has its audit row
+    assert tables.emails() == MIXED_CREATED | {"existing@example.com"}
+    assert tables.counts() == (4, 4)  # every created user has its audit row
 
 
-def test_import_audit_rows_record_their_source_line(client, inspect_engine):
+def test_import_audit_rows_record_their_source_line(client, tables):
     upload(client, "name,email\nA,a@example.com\nB,b@example.com\n")
-    with inspect_engine.connect() as conn:
+    with tables.connect() as conn:
         lines = conn.execute(
             text("SELECT detail->>'email', (detail->>'line')::int FROM audit_events ORDER BY 2")
         ).all()
     assert lines == [("a@example.com", 2), ("b@example.com", 3)]
 
 
-def test_cli_imports_exactly_as_the_web_does(database_url, inspect_engine, existing_user, tmp_path):
+@pytest.mark.commits  # a `flask` subprocess must see the existing user
+def test_cli_imports_exactly_as_the_web_does(database_url, existing_user, tmp_path, tables):
     path = tmp_path / "mixed.csv"
     path.write_text(MIXED)
-    result = run_cli(database_url, str(path))
+    result = run_flask("import-users", str(path), database_url=database_url)
     assert result.returncode == 1, result.stderr
     lines = result.stdout.strip().splitlines()
     assert lines[0] == "created 3, rejected 6"
@@ -113,32 +90,24 @@ def test_cli_imports_exactly_as_the_web_does(database_url, inspect_engine, exist
     ]
     for output, (_, reason) in zip(lines[1:], MIXED_REJECTED):
         assert reason in output
-    assert stored_emails(inspect_engine) == MIXED_CREATED | {"existing@example.com"}
+    assert tables.emails() == MIXED_CREATED | {"existing@example.com"}
 
 
-def test_cli_exit_0_when_nothing_is_rejected(database_url, inspect_engine, tmp_path):
+def test_cli_exit_0_when_nothing_is_rejected(database_url, tmp_path):
     path = tmp_path / "good.csv"
     path.write_text("name,email\nA,a@example.com\n")
-    result = run_cli(database_url, str(path))
+    result = run_flask("import-users", str(path), database_url=database_url)
     assert result.returncode == 0
     assert result.stdout.strip() == "created 1, rejected 0"
 
 
-def run_cli(database_url, *args):
-    env = {**os.environ, "DATABASE_URL": str(database_url), "SECRET_KEY": "cli-test"}
-    return subprocess.run(
-        [str(Path(sys.executable).with_name("flask")), "--app", "app", "import-users", *args],
-        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )
-
-
-def test_utf8_bom_and_crlf_are_accepted(client, inspect_engine):
+def test_utf8_bom_and_crlf_are_accepted(client, tables):
     response = upload(client, "\ufeffname,email\r\nZoë,zoe@example.com\r\n".encode())
     assert "created 1, rejected 0" in response.get_data(as_text=True)
-    assert stored_emails(inspect_engine) == {"zoe@example.com"}
+    assert tables.emails() == {"zoe@example.com"}
 
 
-def test_header_columns_may_be_reordered_and_padded(client, inspect_engine):
+def test_header_columns_may_be_reordered_and_padded(client):
     response = upload(client, " Email , NAME \nx@example.com,X\n")
     assert "created 1, rejected 0" in response.get_data(as_text=True)
 
@@ -165,91 +134,86 @@ FORMAT_ERRORS = {
 
 
 @pytest.mark.parametrize("case", FORMAT_ERRORS, ids=list(FORMAT_ERRORS))
-def test_unreadable_input_is_422_and_writes_nothing(client, inspect_engine, existing_user, case):
+def test_unreadable_input_is_422_and_writes_nothing(client, existing_user, case, tables):
     content, message = FORMAT_ERRORS[case]
-    before = table_snapshot(inspect_engine)
-    response = upload(client, content)
-    html = response.get_data(as_text=True)
-    assert response.status_code == 422
-    assert message in html and "Nothing was imported" in html
-    assert table_snapshot(inspect_engine) == before
+    with assert_nothing_written(tables):
+        response = upload(client, content)
+        html = response.get_data(as_text=True)
+        assert response.status_code == 422
+        assert message in html and "Nothing was imported" in html
 
 
 @pytest.mark.parametrize("case", ["no header", "latin-1", "bad bytes late"])
-def test_cli_unreadable_input_is_exit_2_and_writes_nothing(database_url, inspect_engine, tmp_path, case):
+def test_cli_unreadable_input_is_exit_2_and_writes_nothing(database_url, tmp_path, case, tables):
     content, message = FORMAT_ERRORS[case]
     path = tmp_path / "bad.csv"
     path.write_bytes(content.encode() if isinstance(content, str) else content)
-    before = table_snapshot(inspect_engine)
-    result = run_cli(database_url, str(path))
-    assert result.returncode == 2
-    assert message in result.stderr and "Traceback" not in result.stderr
-    assert table_snapshot(inspect_engine) == before
+    with assert_nothing_written(tables):
+        result = run_flask("import-users", str(path), database_url=database_url)
+        assert result.returncode == 2
+        assert message in result.stderr and "Traceback" not in result.stderr
 
 
 def test_cli_missing_file_is_exit_2(database_url):
-    result = run_cli(database_url, "/no/such/file.csv")
+    result = run_flask("import-users", "/no/such/file.csv", database_url=database_url)
     assert result.returncode == 2
     assert "cannot read" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_nothing_submitted_is_422(client, inspect_engine):
+def test_nothing_submitted_is_422(client, tables):
     token = csrf_token(client, "/users/import")
-    before = table_snapshot(inspect_engine)
-    response = client.post("/users/import", data={"csrf_token": token, "csv": "   "},
-                           content_type="multipart/form-data")
-    assert response.status_code == 422
-    assert "Choose a CSV file" in response.get_data(as_text=True)
-    assert table_snapshot(inspect_engine) == before
+    with assert_nothing_written(tables):
+        response = client.post("/users/import", data={"csrf_token": token, "csv": "   "},
+                               content_type="multipart/form-data")
+        assert response.status_code == 422
+        assert "Choose a CSV file" in response.get_data(as_text=True)
 
 
-def test_upload_over_5_mb_is_413_and_writes_nothing(client, inspect_engine):
-    before = table_snapshot(inspect_engine)
+def test_upload_over_5_mb_is_413_and_writes_nothing(client, tables):
     big = "name,email\n" + "".join(f"User {n},user{n}@example.com\n" for n in range(200_000))
     assert len(big) > 5 * 1024 * 1024
-    response = upload(client, big)
-    assert response.status_code == 413
-    assert table_snapshot(inspect_engine) == before
+    with assert_nothing_written(tables):
+        response = upload(client, big)
+        assert response.status_code == 413
 
 
-def test_the_5_mb_limit_is_the_files_own_size(client, inspect_engine):
+def test_the_5_mb_limit_is_the_files_own_size(client, tables):
     """Up to 5 MiB of file is imported, however much the form around it adds;
     one byte more is 413, with nothing written."""
     rows = "name,email\nA,a@example.com\n"
     largest = rows + "\n" * (MAX_UPLOAD_BYTES - len(rows))  # blank lines are skipped
-    before = table_snapshot(inspect_engine)
-    too_big = upload(client, largest + "\n")
-    assert too_big.status_code == 413
-    assert table_snapshot(inspect_engine) == before
+    with assert_nothing_written(tables):
+        too_big = upload(client, largest + "\n")
+        assert too_big.status_code == 413
     response = upload(client, largest)
     assert response.status_code == 200
     assert "created 1, rejected 0" in response.get_data(as_text=True)
 
 
-def test_pasted_csv_larger_than_werkzeugs_default_form_limit_is_accepted(client, inspect_engine):
+def test_pasted_csv_larger_than_werkzeugs_default_form_limit_is_accepted(client, tables):
     rows = 20_000  # ~700 kB, above Werkzeug's 500 kB default for form fields
     text_csv = "name,email\n" + "".join(f"User {n},user{n}@example.com\n" for n in range(rows))
     response = upload(client, text_csv, field="csv")
     assert response.status_code == 200
     assert f"created {rows}, rejected 0" in response.get_data(as_text=True)
-    assert row_counts(inspect_engine) == (rows, rows)
+    assert tables.counts() == (rows, rows)
 
 
-def test_import_without_csrf_is_400_and_writes_nothing(client, inspect_engine):
-    before = table_snapshot(inspect_engine)
-    response = client.post("/users/import", data={"csv": "name,email\nA,a@example.com\n"},
-                           content_type="multipart/form-data")
-    assert response.status_code == 400
-    assert table_snapshot(inspect_engine) == before
+def test_import_without_csrf_is_400_and_writes_nothing(client, tables):
+    with assert_nothing_written(tables):
+        response = client.post("/users/import", data={"csv": "name,email\nA,a@example.com\n"},
+                               content_type="multipart/form-data")
+        assert response.status_code == 400
 
 
-def test_nul_byte_rejects_its_row_alone(client, inspect_engine):
+def test_nul_byte_rejects_its_row_alone(client, tables):
     html = upload(client, "name,email\nA\x00,a@example.com\nB,b@example.com\n").get_data(as_text=True)
     assert "created 1, rejected 1" in html and "line 2</td>" in html
-    assert stored_emails(inspect_engine) == {"b@example.com"}
+    assert tables.emails() == {"b@example.com"}
 
 
-def test_a_batch_refused_by_the_database_is_split_to_find_the_bad_row(app, inspect_engine):
+@pytest.mark.commits  # another connection commits meanwhile
+def test_a_batch_refused_by_the_database_is_split_to_find_the_bad_row(app, inspect_engine, tables):
     """Rows that pass the pre-check but collide in the database (here: an
     address taken by a concurrent transaction between the pre-check and the
     INSERT) are found by splitting the batch's savepoint; the rest is kept."""
@@ -274,10 +238,10 @@ def test_a_batch_refused_by_the_database_is_split_to_find_the_bad_row(app, inspe
     assert [(r.line, r.reason) for r in report.rejected] == [
         (9, users.EmailTaken.message)
     ]
-    assert row_counts(inspect_engine) == (10, 9)  # 9 imported + the racer (no audit row)
+    assert tables.counts() == (10, 9)  # 9 imported + the racer (no audit row)
 
 
-def test_large_import_in_several_batches_counts_exactly(app, inspect_engine):
+def test_large_import_in_several_batches_counts_exactly(app, tables):
     lines = ["name,email\n"]
     expected_rejected = []
     for n in range(2500):
@@ -294,10 +258,10 @@ def test_large_import_in_several_batches_counts_exactly(app, inspect_engine):
         report = importing.import_users(db.Session(), io.StringIO("".join(lines)), batch_size=100)
     assert [(r.line, r.reason) for r in report.rejected] == expected_rejected
     assert report.created == 2500 - len(expected_rejected)
-    assert row_counts(inspect_engine) == (report.created, report.created)
+    assert tables.counts() == (report.created, report.created)
 
 
-def test_a_field_over_the_csv_modules_default_limit_rejects_its_row_alone(client, inspect_engine):
+def test_a_field_over_the_csv_modules_default_limit_rejects_its_row_alone(client, tables):
     huge = "N" * 140_000  # Python's csv refuses fields over 131,072 characters by default
     content = f"name,email\nA,a@example.com\n{huge},huge@example.com\nB,b@example.com\n"
     response = upload(client, content)
@@ -305,7 +269,7 @@ def test_a_field_over_the_csv_modules_default_limit_rejects_its_row_alone(client
     assert response.status_code == 200
     assert "created 2, rejected 1" in html
     assert "line 3</td><td>The name must be 1 to 100 characters long (it has 140000)." in html
-    assert stored_emails(inspect_engine) == {"a@example.com", "b@example.com"}
+    assert tables.emails() == {"a@example.com", "b@example.com"}
 
 
 # Addresses that Python's str.lower() and PostgreSQL's lower() may judge
@@ -322,9 +286,9 @@ CASE_PAIRS = {
 
 @pytest.mark.parametrize("batch_size", [1, 100], ids=["own batches", "one batch"])
 @pytest.mark.parametrize("pair", CASE_PAIRS, ids=list(CASE_PAIRS))
-def test_a_repeat_in_the_file_is_judged_by_the_databases_lower(app, inspect_engine, pair, batch_size):
+def test_a_repeat_in_the_file_is_judged_by_the_databases_lower(app, pair, batch_size, tables):
     first, second = CASE_PAIRS[pair]
-    with inspect_engine.connect() as conn:
+    with tables.connect() as conn:
         same = conn.scalar(text("SELECT lower(:a) = lower(:b)"), {"a": first, "b": second})
     content = f"name,email\nA,{first}\nB,{second}\n"
     with app.app_context():
@@ -332,10 +296,10 @@ def test_a_repeat_in_the_file_is_judged_by_the_databases_lower(app, inspect_engi
     rejected = [(r.line, r.reason) for r in report.rejected]
     if same:
         assert (report.created, rejected) == (1, [(3, "Duplicate of line 2.")])
-        assert stored_emails(inspect_engine) == {first}
+        assert tables.emails() == {first}
     else:
         assert (report.created, rejected) == (2, [])
-        assert stored_emails(inspect_engine) == {first, second}
+        assert tables.emails() == {first, second}
 
 
 # --- a database error of any kind is fatal (exit 2), on one line --------------
@@ -344,6 +308,6 @@ def test_a_repeat_in_the_file_is_judged_by_the_databases_lower(app, inspect_engi
 def test_cli_on_a_database_without_tables_is_exit_2_and_one_line(database_without_tables, tmp_path):
     path = tmp_path / "good.csv"
     path.write_text("name,email\nA,a@example.com\n")
-    result = run_cli(database_without_tables, str(path))
+    result = run_flask("import-users", str(path), database_url=database_without_tables)
     assert result.returncode == 2
     assert_one_error_line(result, 'relation "users" does not exist', "Nothing was imported")

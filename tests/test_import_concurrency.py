@@ -16,9 +16,14 @@ from contextlib import contextmanager
 import pytest
 from sqlalchemy import event, text
 
+from harness.flask_cli import run_flask
 from myapp import db, importing
-from tests.support.database import row_counts, table_snapshot
-from tests.test_import import run_cli, stored_emails, upload
+from tests.support.database import assert_nothing_written
+from tests.support.forms import upload
+
+# Every test here holds the import lock or inserts from a connection, thread
+# or process of its own: the others must see what is committed.
+pytestmark = pytest.mark.commits
 
 ROWS = "name,email\n" + "".join(f"User {n},user{n}@example.com\n" for n in range(10))
 EMAILS = {f"user{n}@example.com" for n in range(10)}
@@ -40,11 +45,11 @@ def lock_is_free(engine) -> bool:
 
 
 @pytest.mark.parametrize("field", ["file", "csv"])
-def test_web_import_while_another_runs_is_409_and_writes_nothing(client, inspect_engine, field):
-    before = table_snapshot(inspect_engine)
-    with another_import_running(inspect_engine):
+def test_web_import_while_another_runs_is_409_and_writes_nothing(
+    client, inspect_engine, field, tables
+):
+    with another_import_running(inspect_engine), assert_nothing_written(tables):
         response = upload(client, ROWS, field=field)
-        assert table_snapshot(inspect_engine) == before
     html = response.get_data(as_text=True)
     assert response.status_code == 409
     assert "Another import is running. Nothing was imported" in html
@@ -55,16 +60,16 @@ def test_web_import_while_another_runs_is_409_and_writes_nothing(client, inspect
     retry = upload(client, ROWS, field=field)
     assert retry.status_code == 200
     assert "created 10, rejected 0" in retry.get_data(as_text=True)
-    assert stored_emails(inspect_engine) == EMAILS
+    assert tables.emails() == EMAILS
 
 
-def test_cli_import_while_another_runs_is_exit_2_and_writes_nothing(database_url, inspect_engine, tmp_path):
+def test_cli_import_while_another_runs_is_exit_2_and_writes_nothing(
+    database_url, inspect_engine, tmp_path, tables
+):
     path = tmp_path / "users.csv"
     path.write_text(ROWS)
-    before = table_snapshot(inspect_engine)
-    with another_import_running(inspect_engine):
-        result = run_cli(database_url, str(path))
-        assert table_snapshot(inspect_engine) == before
+    with another_import_running(inspect_engine), assert_nothing_written(tables):
+        result = run_flask("import-users", str(path), database_url=database_url)
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert errors == [
@@ -72,9 +77,9 @@ def test_cli_import_while_another_runs_is_exit_2_and_writes_nothing(database_url
     ]
     assert "Traceback" not in result.stderr + result.stdout
 
-    retry = run_cli(database_url, str(path))
+    retry = run_flask("import-users", str(path), database_url=database_url)
     assert retry.returncode == 0, retry.stderr
-    assert stored_emails(inspect_engine) == EMAILS
+    assert tables.emails() == EMAILS
 
 
 def import_in_own_session(app, content: str):
@@ -83,7 +88,7 @@ def import_in_own_session(app, content: str):
         return importing.import_users(db.Session(), io.StringIO(content))
 
 
-def test_an_import_holds_its_turn_until_it_commits(app, inspect_engine):
+def test_an_import_holds_its_turn_until_it_commits(app, inspect_engine, tables):
     """A second import of the same rows, started while the first is inside
     its transaction, is refused at once instead of waiting on its rows."""
     seen = []
@@ -105,10 +110,10 @@ def test_an_import_holds_its_turn_until_it_commits(app, inspect_engine):
     with pytest.raises(importing.ImportInProgress):
         second.result()
     assert (first.created, first.rejected) == (10, [])
-    assert row_counts(inspect_engine) == (10, 10)
+    assert tables.counts() == (10, 10)
 
 
-def test_the_turn_ends_with_the_import_even_a_failed_one(app, inspect_engine):
+def test_the_turn_ends_with_the_import_even_a_failed_one(app, inspect_engine, tables):
     def rows_then_a_read_error():
         yield from io.StringIO(ROWS)
         raise OSError("the disk went away")
@@ -116,7 +121,7 @@ def test_the_turn_ends_with_the_import_even_a_failed_one(app, inspect_engine):
     with app.app_context(), pytest.raises(OSError):
         # Two rows a batch: the first batch is inserted before the error.
         importing.import_users(db.Session(), rows_then_a_read_error(), batch_size=2)
-    assert row_counts(inspect_engine) == (0, 0)
+    assert tables.counts() == (0, 0)
     assert lock_is_free(inspect_engine)
     assert import_in_own_session(app, ROWS).created == 10
     assert lock_is_free(inspect_engine)

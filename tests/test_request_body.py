@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import pytest
 
+from harness.gunicorn import GunicornServer
 from myapp.config import MAX_BODY_BYTES, MAX_UPLOAD_BYTES
-from tests.support.database import row_counts, table_snapshot
-from tests.support.factories import make_user
+from tests.support.database import assert_nothing_written
 from tests.support.rawhttp import BROKEN_CHUNKS, SignedInForm, chunked, post
-from tests.support.server import GunicornServer
 
 pytestmark = pytest.mark.server
 
@@ -32,8 +31,8 @@ def form(server):
 
 
 @pytest.fixture
-def target(app):
-    return make_user(app, name="Target", email="target@example.com").id
+def target(make_user):
+    return make_user(name="Target", email="target@example.com").id
 
 
 def csv_rows(count: int, padding: int = 0) -> str:
@@ -42,48 +41,44 @@ def csv_rows(count: int, padding: int = 0) -> str:
         f"User {n},user{n}@example.com,{'x' * padding}\n" for n in range(count))
 
 
-def test_a_chunked_import_over_the_limit_is_refused_whole(server, form, inspect_engine):
+def test_a_chunked_import_over_the_limit_is_refused_whole(server, form, tables):
     """The hostile client's case: 6,500 rows, 6.1 MB, url-encoded, chunked.
     It used to be cut at the limit and answered 200 "created 5620, rejected 0"."""
     body = form.urlencoded([("csv", csv_rows(6_500, padding=900))])
     assert len(body) > MAX_BODY_BYTES
-    before = table_snapshot(inspect_engine)
     for framing in ("length", "chunked"):  # one answer, however it is framed
-        response = post(server.port, "/users/import",
-                        chunked(body) if framing == "chunked" else body,
-                        cookie=form.cookie, framing=framing)
-        assert response.status == 413, (framing, response.status, response.text[:300])
-        assert table_snapshot(inspect_engine) == before, framing
+        with assert_nothing_written(tables):
+            response = post(server.port, "/users/import",
+                            chunked(body) if framing == "chunked" else body,
+                            cookie=form.cookie, framing=framing)
+            assert response.status == 413, (framing, response.status, response.text[:300])
 
 
 @pytest.mark.parametrize("path", ["/users", "/users/{id}/edit", "/users/{id}/delete"])
-def test_every_form_refuses_a_chunked_body_over_the_limit(server, form, inspect_engine, target,
-                                                          path):
+def test_every_form_refuses_a_chunked_body_over_the_limit(server, form, target, path, tables):
     """Valid fields first, padding last: cutting the body at the limit would
     leave a form that saves."""
     fields = [("name", "Changed"), ("email", "changed@example.com"), ("version", "1"),
               ("padding", "x" * MAX_BODY_BYTES)]
-    before = table_snapshot(inspect_engine)
-    response = post(server.port, path.format(id=target), chunked(form.urlencoded(fields)),
-                    cookie=form.cookie)
-    assert response.status == 413, (response.status, response.text[:300])
-    assert table_snapshot(inspect_engine) == before
+    with assert_nothing_written(tables):
+        response = post(server.port, path.format(id=target), chunked(form.urlencoded(fields)),
+                        cookie=form.cookie)
+        assert response.status == 413, (response.status, response.text[:300])
 
 
-def test_a_chunked_multipart_upload_over_the_limit_is_refused(server, form, inspect_engine):
+def test_a_chunked_multipart_upload_over_the_limit_is_refused(server, form, tables):
     boundary = "B0undary"
     body = (f'--{boundary}\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n'
             f'{form.token}\r\n--{boundary}\r\nContent-Disposition: form-data; name="file"; '
             f'filename="users.csv"\r\nContent-Type: text/csv\r\n\r\n').encode()
     body += csv_rows(7_000, padding=800).encode() + f"\r\n--{boundary}--\r\n".encode()
-    before = table_snapshot(inspect_engine)
-    response = post(server.port, "/users/import", chunked(body), cookie=form.cookie,
-                    content_type=f"multipart/form-data; boundary={boundary}")
-    assert response.status == 413, (response.status, response.text[:300])
-    assert table_snapshot(inspect_engine) == before
+    with assert_nothing_written(tables):
+        response = post(server.port, "/users/import", chunked(body), cookie=form.cookie,
+                        content_type=f"multipart/form-data; boundary={boundary}")
+        assert response.status == 413, (response.status, response.text[:300])
 
 
-def test_a_chunked_body_under_the_limit_is_read_whole(server, form, inspect_engine):
+def test_a_chunked_body_under_the_limit_is_read_whole(server, form, tables):
     """Chunked framing itself is fine: every row of a 4.7 MB import arrives,
     in chunks of every size."""
     rows = 5_000
@@ -92,29 +87,29 @@ def test_a_chunked_body_under_the_limit_is_read_whole(server, form, inspect_engi
     response = post(server.port, "/users/import", chunked(body, piece=7_777), cookie=form.cookie)
     assert response.status == 200, (response.status, response.text[:300])
     assert f"created {rows}, rejected 0" in " ".join(response.text.split())
-    assert row_counts(inspect_engine) == (rows, rows)
+    assert tables.counts() == (rows, rows)
 
 
-def test_a_chunked_create_is_saved(server, form, inspect_engine):
+def test_a_chunked_create_is_saved(server, form, tables):
     body = form.urlencoded([("name", "Chunked Ada"), ("email", "chunked@example.com")])
     response = post(server.port, "/users", chunked(body, piece=5), cookie=form.cookie)
     assert response.status == 303, (response.status, response.text[:300])
-    assert table_snapshot(inspect_engine)["users"][0][1:3] == ("Chunked Ada", "chunked@example.com")
+    assert tables.snapshot()["users"][0][1:3] == ("Chunked Ada", "chunked@example.com")
 
 
 @pytest.mark.parametrize("path", ["/users", "/users/{id}/edit", "/users/{id}/delete",
                                   "/users/import"])
 @pytest.mark.parametrize("breakage", list(BROKEN_CHUNKS))
-def test_broken_chunked_framing_is_a_400_and_writes_nothing(server, form, inspect_engine, target,
-                                                            path, breakage):
+def test_broken_chunked_framing_is_a_400_and_writes_nothing(
+    server, form, target, path, breakage, tables
+):
     fields = [("name", "Broken"), ("email", "broken@example.com"), ("version", "1"),
               ("csv", "name,email\nBroken,broken@example.com\n")]
     body = BROKEN_CHUNKS[breakage](form.urlencoded(fields))
-    before = table_snapshot(inspect_engine)
-    # A client that stops mid-body hangs up its side, or the server would wait.
-    response = post(server.port, path.format(id=target), body, cookie=form.cookie,
-                    half_close=True)
-    assert response.status == 400, (response.status, response.text[:300])
-    assert "chunked" in response.text
-    assert table_snapshot(inspect_engine) == before
+    with assert_nothing_written(tables):
+        # A client that stops mid-body hangs up its side, or the server would wait.
+        response = post(server.port, path.format(id=target), body, cookie=form.cookie,
+                        half_close=True)
+        assert response.status == 400, (response.status, response.text[:300])
+        assert "chunked" in response.text
     assert "Traceback" not in server.output()

@@ -15,7 +15,8 @@ from myapp import db, errors
 from myapp.models import User
 
 
-def test_teardown_removes_the_session_after_each_request(app, client):
+@pytest.mark.commits  # the pool itself is checked: no test connection may hold one
+def test_teardown_removes_the_session_after_each_request(client):
     response = client.get("/users")
     assert response.status_code == 200
     # The request ran in this thread; teardown_appcontext must have removed
@@ -24,13 +25,15 @@ def test_teardown_removes_the_session_after_each_request(app, client):
     assert db.engine().pool.checkedout() == 0
 
 
-def test_teardown_removes_the_session_after_a_failed_request(app, client):
+@pytest.mark.commits  # the pool itself is checked
+def test_teardown_removes_the_session_after_a_failed_request(client):
     assert client.get("/users/424242").status_code == 404
     assert not db.Session.registry.has()
     assert db.engine().pool.checkedout() == 0
 
 
-def test_teardown_removes_the_session_after_a_cli_command(app, runner):
+@pytest.mark.commits  # the pool itself is checked
+def test_teardown_removes_the_session_after_a_cli_command(runner):
     result = runner.invoke(args=["seed-users", "--count", "3"])
     assert result.exit_code == 0, result.output
     assert not db.Session.registry.has()
@@ -46,6 +49,7 @@ def test_teardown_never_commits(app):
         assert db.Session().scalar(select(User).filter_by(name="Uncommitted")) is None
 
 
+@pytest.mark.commits  # threads
 def test_one_registry_gives_each_thread_its_own_session(app):
     seen = {}
     barrier = threading.Barrier(2)
@@ -63,6 +67,7 @@ def test_one_registry_gives_each_thread_its_own_session(app):
     assert seen["a"] is not seen["b"]
 
 
+@pytest.mark.commits  # threads
 def test_rollback_in_one_thread_leaves_the_other_threads_pending_objects(app):
     added = threading.Event()
     rolled_back = threading.Event()
@@ -97,31 +102,36 @@ def test_rollback_in_one_thread_leaves_the_other_threads_pending_objects(app):
     assert result["in_session"] is True
 
 
-def test_object_states_through_inspect(app):
+@pytest.fixture
+def session(app):
+    """This thread's session, inside an app context of the test's own."""
     with app.app_context():
-        session = db.Session()
-        user = User(name="Alice", email="alice@example.com")
-        assert inspect(user).transient
+        yield db.Session()
 
-        session.add(user)
-        assert inspect(user).pending
 
-        session.commit()  # the auto-begun transaction; commit flushes first
-        assert inspect(user).persistent
-        user_id = user.id
+def test_object_states_through_inspect(session):
+    user = User(name="Alice", email="alice@example.com")
+    assert inspect(user).transient
 
-        session.delete(user)
-        session.flush()
-        assert inspect(user).deleted
+    session.add(user)
+    assert inspect(user).pending
 
-        session.rollback()  # the delete is undone; the user is back
-        assert inspect(user).persistent
-        assert user.name == "Alice"  # rollback expired it: this reloads the row
+    session.commit()  # the auto-begun transaction; commit flushes first
+    assert inspect(user).persistent
+    user_id = user.id
 
-        session.close()
-        assert inspect(user).detached
-        # Loaded attributes stay readable on a detached object.
-        assert user.name == "Alice" and user.id == user_id
+    session.delete(user)
+    session.flush()
+    assert inspect(user).deleted
+
+    session.rollback()  # the delete is undone; the user is back
+    assert inspect(user).persistent
+    assert user.name == "Alice"  # rollback expired it: this reloads the row
+
+    session.close()
+    assert inspect(user).detached
+    # Loaded attributes stay readable on a detached object.
+    assert user.name == "Alice" and user.id == user_id
 
 
 def _visible_elsewhere(engine, email) -> bool:
@@ -129,53 +139,49 @@ def _visible_elsewhere(engine, email) -> bool:
         return bool(conn.scalar(text("SELECT count(*) FROM users WHERE email = :e"), {"e": email}))
 
 
-def test_flush_sends_sql_and_assigns_the_id_but_does_not_commit(app, inspect_engine):
-    with app.app_context():
-        session = db.Session()
-        user = User(name="Flush", email="flush@example.com")
+@pytest.mark.commits  # another connection looks
+def test_flush_sends_sql_and_assigns_the_id_but_does_not_commit(session, inspect_engine):
+    user = User(name="Flush", email="flush@example.com")
+    session.add(user)
+    assert user.id is None
+    session.flush()
+    assert user.id is not None  # id available
+    assert not _visible_elsewhere(inspect_engine, "flush@example.com")  # not committed
+    session.rollback()
+    assert not _visible_elsewhere(inspect_engine, "flush@example.com")
+
+
+@pytest.mark.commits  # another connection looks
+def test_commit_makes_changes_visible_to_other_connections(session, inspect_engine):
+    user = User(name="Commit", email="commit@example.com")
+    with session.begin():
         session.add(user)
-        assert user.id is None
+    assert user.id is not None
+    assert _visible_elsewhere(inspect_engine, "commit@example.com")
+    # expire_on_commit=False: no reload needed to read it after commit.
+    assert "name" not in inspect(user).expired_attributes
+
+
+@pytest.mark.commits  # another connection looks
+def test_rollback_discards_the_insert_and_resets_the_object(session, inspect_engine):
+    user = User(name="Rollback", email="rollback@example.com")
+    session.add(user)
+    session.flush()
+    session.rollback()
+    assert inspect(user).transient  # back to a plain object
+    assert not _visible_elsewhere(inspect_engine, "rollback@example.com")
+
+
+@pytest.mark.commits  # another connection looks
+def test_savepoint_rolls_back_only_its_own_work(session, inspect_engine):
+    with session.begin():
+        session.add(User(name="Kept", email="kept@example.com"))
+        savepoint = session.begin_nested()
+        session.add(User(name="Dropped", email="dropped@example.com"))
         session.flush()
-        assert user.id is not None  # id available
-        assert not _visible_elsewhere(inspect_engine, "flush@example.com")  # not committed
-        session.rollback()
-        assert not _visible_elsewhere(inspect_engine, "flush@example.com")
-
-
-def test_commit_makes_changes_visible_to_other_connections(app, inspect_engine):
-    with app.app_context():
-        session = db.Session()
-        user = User(name="Commit", email="commit@example.com")
-        with session.begin():
-            session.add(user)
-        assert user.id is not None
-        assert _visible_elsewhere(inspect_engine, "commit@example.com")
-        # expire_on_commit=False: no reload needed to read it after commit.
-        assert "name" not in inspect(user).expired_attributes
-
-
-def test_rollback_discards_the_insert_and_resets_the_object(app, inspect_engine):
-    with app.app_context():
-        session = db.Session()
-        user = User(name="Rollback", email="rollback@example.com")
-        session.add(user)
-        session.flush()
-        session.rollback()
-        assert inspect(user).transient  # back to a plain object
-        assert not _visible_elsewhere(inspect_engine, "rollback@example.com")
-
-
-def test_savepoint_rolls_back_only_its_own_work(app, inspect_engine):
-    with app.app_context():
-        session = db.Session()
-        with session.begin():
-            session.add(User(name="Kept", email="kept@example.com"))
-            savepoint = session.begin_nested()
-            session.add(User(name="Dropped", email="dropped@example.com"))
-            session.flush()
-            savepoint.rollback()
-        assert _visible_elsewhere(inspect_engine, "kept@example.com")
-        assert not _visible_elsewhere(inspect_engine, "dropped@example.com")
+        savepoint.rollback()
+    assert _visible_elsewhere(inspect_engine, "kept@example.com")
+    assert not _visible_elsewhere(inspect_engine, "dropped@example.com")
 
 
 def test_each_connection_carries_server_side_limits_and_a_name(app):
@@ -189,17 +195,18 @@ def test_each_connection_carries_server_side_limits_and_a_name(app):
     assert name == f"myapp[{os.getpid()}]"
 
 
-def test_pool_is_sized_from_the_config(app):
+def test_pool_is_sized_from_the_config(config):
     pool = db.engine().pool
-    assert pool.size() == app.config["DB_POOL_SIZE"]
+    assert pool.size() == config["DB_POOL_SIZE"]
     assert pool._max_overflow == 0
     assert pool._pre_ping is True
 
 
-def test_exhausted_pool_answers_503_after_the_pool_timeout(app, client):
+@pytest.mark.commits  # threads hold every connection of the pool
+def test_exhausted_pool_answers_503_after_the_pool_timeout(app, config, client):
     """Every connection busy: a request waits DB_POOL_TIMEOUT, then gets the
     site's 503 page — and the pool is whole again afterwards."""
-    size = app.config["DB_POOL_SIZE"]
+    size = config["DB_POOL_SIZE"]
     holding = threading.Barrier(size + 1)
     release = threading.Event()
 
@@ -228,6 +235,7 @@ def test_exhausted_pool_answers_503_after_the_pool_timeout(app, client):
     assert client.get("/users").status_code == 200
 
 
+@pytest.mark.commits  # another connection renames the table
 def test_a_database_without_tables_is_a_503_page_and_the_log_says_run_init_db(
     client, inspect_engine, caplog
 ):

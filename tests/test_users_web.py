@@ -9,12 +9,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import event, text
 
-from myapp import db, listing, seeding, users
+from myapp import db, listing, seeding
 from myapp.models import SEARCH_INDEX
-from myapp.validation import UserFields
 from myapp.templating import timestamp
-from tests.support.database import row_counts, table_snapshot
-from tests.support.factories import make_user
+from tests.support.database import assert_nothing_written
 from tests.support.forms import csrf_token, submit
 
 
@@ -36,8 +34,8 @@ def test_timestamps_read_in_utc_whatever_the_zone_they_come_in():
     )
 
 
-def test_the_list_shows_when_each_user_was_created(app, client):
-    user = make_user(app, name="Dated", email="dated@example.com")
+def test_the_list_shows_when_each_user_was_created(client, make_user):
+    user = make_user(name="Dated", email="dated@example.com")
     html = client.get("/users").get_data(as_text=True)
     assert str(timestamp(user.created_at)) in html
 
@@ -50,7 +48,7 @@ def test_new_user_form_has_the_contract_fields(client):
     assert '<label for="name">' in html and '<label for="email">' in html
 
 
-def test_create_redirects_to_the_user_with_a_flashed_confirmation(client, inspect_engine):
+def test_create_redirects_to_the_user_with_a_flashed_confirmation(client, tables):
     response = submit(client, "/users", {"name": "  Grace Hopper ", "email": " grace@example.com "})
     assert response.status_code == 303
     match = re.fullmatch(r".*/users/(\d+)", response.headers["Location"])
@@ -60,7 +58,7 @@ def test_create_redirects_to_the_user_with_a_flashed_confirmation(client, inspec
     assert page.status_code == 200
     assert "was created" in html and "Grace Hopper" in html and "grace@example.com" in html
     # Stored trimmed, with one audit row written in the same transaction.
-    with inspect_engine.connect() as conn:
+    with tables.connect() as conn:
         user = conn.execute(text("SELECT id, name, email, version FROM users")).one()
         audit = conn.execute(text("SELECT user_id, action, detail FROM audit_events")).one()
     assert user == (int(match.group(1)), "Grace Hopper", "grace@example.com", 1)
@@ -69,8 +67,8 @@ def test_create_redirects_to_the_user_with_a_flashed_confirmation(client, inspec
     assert "was created" not in client.get(response.headers["Location"]).get_data(as_text=True)
 
 
-def test_detail_shows_times_and_history(app, client):
-    user = make_user(app)
+def test_detail_shows_times_and_history(client, make_user):
+    user = make_user()
     html = client.get(f"/users/{user.id}").get_data(as_text=True)
     assert "Ada Lovelace" in html and "ada@example.com" in html
     assert "Created" in html and "Updated" in html
@@ -102,14 +100,13 @@ def test_healthz_reports_the_database(client):
 # --- list, pagination, search -------------------------------------------
 
 
-def seed(app, count, name="Person"):
-    with app.app_context():
-        for n in range(count):
-            users.create_user(db.Session(), UserFields(f"{name} {n}", f"{name.lower()}{n}@example.com"))
+def make_people(make_user, count, name="Person"):
+    for n in range(count):
+        make_user(f"{name} {n}", f"{name.lower()}{n}@example.com")
 
 
-def test_list_shows_newest_first_with_links(app, client):
-    seed(app, 3)
+def test_list_shows_newest_first_with_links(client, make_user):
+    make_people(make_user, 3)
     html = client.get("/users").get_data(as_text=True)
     assert html.index("Person 2") < html.index("Person 1") < html.index("Person 0")
     assert re.search(r'href="/users/\d+"', html)
@@ -126,8 +123,8 @@ def _ids(html):
     return [int(i) for i in re.findall(r'<a href="/users/(\d+)"', html)]
 
 
-def test_keyset_pages_walk_every_user_once(app, client):
-    seed(app, 7)
+def test_keyset_pages_walk_every_user_once(client, make_user):
+    make_people(make_user, 7)
     seen, url = [], "/users?limit=3"
     while url:
         html = client.get(url).get_data(as_text=True)
@@ -138,8 +135,8 @@ def test_keyset_pages_walk_every_user_once(app, client):
     assert len(seen) == len(set(seen)) == 7
 
 
-def test_default_page_is_50_and_limit_is_clamped(app, client):
-    seed(app, 205)
+def test_default_page_is_50_and_limit_is_clamped(client, make_user):
+    make_people(make_user, 205)
     assert len(_ids(client.get("/users").get_data(as_text=True))) == 50
     assert len(_ids(client.get("/users?limit=500").get_data(as_text=True))) == 200
     assert len(_ids(client.get("/users?limit=0").get_data(as_text=True))) == 1
@@ -155,28 +152,28 @@ def test_nonsense_query_arguments_are_400_pages(client, query):
     assert "Bad Request" in response.get_data(as_text=True)
 
 
-def test_huge_cursor_is_harmless(app, client):
-    seed(app, 2)
+def test_huge_cursor_is_harmless(client, make_user):
+    make_people(make_user, 2)
     response = client.get("/users?after=999999999999999999999999")
     assert response.status_code == 200
     assert len(_ids(response.get_data(as_text=True))) == 2
 
 
-def test_search_matches_name_or_email_case_insensitively(app, client):
-    make_user(app, "Zoë Quinn", "zq@example.com")
-    make_user(app, "Bob", "BOBBY.QUINN@example.com")
-    make_user(app, "Carol", "carol@example.com")
+def test_search_matches_name_or_email_case_insensitively(client, make_user):
+    make_user("Zoë Quinn", "zq@example.com")
+    make_user("Bob", "BOBBY.QUINN@example.com")
+    make_user("Carol", "carol@example.com")
     html = client.get("/users?q=quinn").get_data(as_text=True)
     assert "Zoë Quinn" in html and "BOBBY.QUINN@example.com" in html
     assert "Carol" not in html
     assert 'value="quinn"' in html  # the box keeps the query
 
 
-def test_search_finds_a_user_by_a_whole_address_of_the_longest_length(app, client):
+def test_search_finds_a_user_by_a_whole_address_of_the_longest_length(client, make_user):
     address = "a" * 64 + "@" + ".".join(["b" * 63, "c" * 63, "d" * 57]) + ".com"
     assert len(address) == 254
-    make_user(app, "Long Address", address)
-    make_user(app, "Other", "other@example.com")
+    make_user("Long Address", address)
+    make_user("Other", "other@example.com")
     response = client.get("/users", query_string={"q": address})
     html = response.get_data(as_text=True)
     assert response.status_code == 200
@@ -184,15 +181,15 @@ def test_search_finds_a_user_by_a_whole_address_of_the_longest_length(app, clien
     assert 'maxlength="254"' in html  # the search box lets you type it
 
 
-def test_search_treats_like_wildcards_literally(app, client):
-    make_user(app, "100% real", "pct@example.com")
-    make_user(app, "Plain", "plain@example.com")
+def test_search_treats_like_wildcards_literally(client, make_user):
+    make_user("100% real", "pct@example.com")
+    make_user("Plain", "plain@example.com")
     html = client.get("/users?q=%25").get_data(as_text=True)
     assert "100% real" in html and "Plain" not in html
 
 
-def test_search_never_matches_across_name_and_email(app, client):
-    make_user(app, "Ann", "lee@example.com")
+def test_search_never_matches_across_name_and_email(client, make_user):
+    make_user("Ann", "lee@example.com")
     for query in ("annlee", "ann lee", "ann\tlee"):
         response = client.get("/users", query_string={"q": query})
         assert response.status_code in (200, 400)
@@ -201,7 +198,7 @@ def test_search_never_matches_across_name_and_email(app, client):
     assert "lee@example.com" in client.get("/users?q=e@ex").get_data(as_text=True)
 
 
-def test_search_is_served_by_the_trigram_index(app, inspect_engine):
+def test_search_is_served_by_the_trigram_index(app, tables):
     """The query must use the very expression the index is built on, or every
     ``?q=`` reads the whole table — correct, and unusable at a million users."""
     statements = []
@@ -217,14 +214,14 @@ def test_search_is_served_by_the_trigram_index(app, inspect_engine):
         finally:
             event.remove(db.engine(), "before_cursor_execute", capture)
     [(statement, parameters)] = [(s, p) for s, p in statements if "ILIKE" in s]
-    with inspect_engine.connect() as conn:
+    with tables.connect() as conn:
         plan = "\n".join(conn.exec_driver_sql("EXPLAIN " + statement, parameters).scalars())
     assert SEARCH_INDEX.name in plan, plan
 
 
-def test_search_pages_keep_the_query(app, client):
-    seed(app, 4, name="Match")
-    seed(app, 3, name="Other")
+def test_search_pages_keep_the_query(client, make_user):
+    make_people(make_user, 4, name="Match")
+    make_people(make_user, 3, name="Other")
     html = client.get("/users?q=match&limit=2").get_data(as_text=True)
     next_link = re.search(r'<a rel="next" href="([^"]+)"', html).group(1).replace("&amp;", "&")
     assert "q=match" in next_link
@@ -253,16 +250,15 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
-def test_invalid_input_is_422_with_the_message_beside_the_field(client, inspect_engine, case):
+def test_invalid_input_is_422_with_the_message_beside_the_field(client, case, tables):
     data, bad_field = BAD_INPUTS[case]
-    before = table_snapshot(inspect_engine)
-    response = submit(client, "/users", data)
-    html = response.get_data(as_text=True)
-    assert response.status_code == 422
-    assert f'id="{bad_field}-error"' in html
-    assert f'aria-describedby="{bad_field}-hint {bad_field}-error"' in html
-    assert 'class="error-summary"' in html
-    assert table_snapshot(inspect_engine) == before
+    with assert_nothing_written(tables):
+        response = submit(client, "/users", data)
+        html = response.get_data(as_text=True)
+        assert response.status_code == 422
+        assert f'id="{bad_field}-error"' in html
+        assert f'aria-describedby="{bad_field}-hint {bad_field}-error"' in html
+        assert 'class="error-summary"' in html
 
 
 def test_invalid_form_keeps_the_entered_values(client):
@@ -280,12 +276,14 @@ def aria_invalid_fields(html: str) -> dict[str, str]:
     return {(a or d): (b or c) for a, b, c, d in ARIA_INVALID.findall(html)}
 
 
-@pytest.mark.parametrize("path", ["/users/new", "/users/1/edit", "/users/import"])
-def test_untouched_fields_are_not_marked_invalid(app, client, path):
+@pytest.mark.parametrize("path", ["/users/new", "/users/{id}/edit", "/users/import"])
+def test_untouched_fields_are_not_marked_invalid(client, make_user, path):
     """WTForms writes a Python ``None`` as the text "None": aria-invalid="None"
     made screen readers announce fresh fields as invalid."""
-    make_user(app)
-    html = client.get(path).get_data(as_text=True)
+    user = make_user()
+    response = client.get(path.format(id=user.id))
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
     assert "aria-invalid" not in html
     assert '"None"' not in html
 
@@ -299,40 +297,36 @@ def test_only_fields_with_errors_are_marked_invalid(client):
     assert aria_invalid_fields(response.get_data(as_text=True)) == {"file": "true"}
 
 
-def test_taken_email_is_409_in_any_letter_case(app, client, inspect_engine):
-    make_user(app, "First", "taken@example.com")
-    before = table_snapshot(inspect_engine)
-    response = submit(client, "/users", {"name": "Second", "email": "TAKEN@Example.com"})
-    assert response.status_code == 409
-    html = response.get_data(as_text=True)
-    assert "already exists" in html and 'value="Second"' in html
-    assert table_snapshot(inspect_engine) == before
+def test_taken_email_is_409_in_any_letter_case(client, tables, make_user):
+    make_user("First", "taken@example.com")
+    with assert_nothing_written(tables):
+        response = submit(client, "/users", {"name": "Second", "email": "TAKEN@Example.com"})
+        assert response.status_code == 409
+        html = response.get_data(as_text=True)
+        assert "already exists" in html and 'value="Second"' in html
 
 
-def test_missing_or_wrong_csrf_token_is_400_and_writes_nothing(client, inspect_engine):
-    before = table_snapshot(inspect_engine)
+def test_missing_or_wrong_csrf_token_is_400_and_writes_nothing(client, tables):
     data = {"name": "Mallory", "email": "mallory@example.com"}
-    missing = client.post("/users", data=data)
-    wrong = client.post("/users", data={**data, "csrf_token": "forged"})
-    for response in (missing, wrong):
-        assert response.status_code == 400
-        assert "CSRF" in response.get_data(as_text=True)
-    assert table_snapshot(inspect_engine) == before
+    with assert_nothing_written(tables):
+        missing = client.post("/users", data=data)
+        wrong = client.post("/users", data={**data, "csrf_token": "forged"})
+        for response in (missing, wrong):
+            assert response.status_code == 400
+            assert "CSRF" in response.get_data(as_text=True)
 
 
-def test_non_utf8_body_is_400_and_writes_nothing(client, inspect_engine):
+def test_non_utf8_body_is_400_and_writes_nothing(client, tables):
     token = csrf_token(client)
-    before = table_snapshot(inspect_engine)
     body = f"csrf_token={token}&name=Jos%E9&email=jose@example.com".encode()
-    response = client.post("/users", data=body, content_type="application/x-www-form-urlencoded")
-    assert response.status_code == 400
-    assert "UTF-8" in response.get_data(as_text=True)
-    assert table_snapshot(inspect_engine) == before
+    with assert_nothing_written(tables):
+        response = client.post("/users", data=body, content_type="application/x-www-form-urlencoded")
+        assert response.status_code == 400
+        assert "UTF-8" in response.get_data(as_text=True)
 
 
-def test_non_utf8_multipart_field_is_422_and_writes_nothing(client, inspect_engine):
+def test_non_utf8_multipart_field_is_422_and_writes_nothing(client, tables):
     token = csrf_token(client)
-    before = table_snapshot(inspect_engine)
     boundary = "b0undary"
     body = (
         f"--{boundary}\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\n{token}\r\n"
@@ -340,23 +334,23 @@ def test_non_utf8_multipart_field_is_422_and_writes_nothing(client, inspect_engi
         f"--{boundary}\r\nContent-Disposition: form-data; name=\"email\"\r\n\r\njose@example.com\r\n"
         f"--{boundary}--\r\n"
     ).encode("latin-1")
-    response = client.post("/users", data=body, content_type=f"multipart/form-data; boundary={boundary}")
-    assert response.status_code == 422
-    assert table_snapshot(inspect_engine) == before
+    with assert_nothing_written(tables):
+        response = client.post("/users", data=body, content_type=f"multipart/form-data; boundary={boundary}")
+        assert response.status_code == 422
 
 
-def test_oversize_body_is_413_and_writes_nothing(client, inspect_engine):
+def test_oversize_body_is_413_and_writes_nothing(client, tables):
     token = csrf_token(client)
-    before = table_snapshot(inspect_engine)
-    response = client.post(
-        "/users", data={"csrf_token": token, "name": "x" * (6 * 1024 * 1024), "email": "big@example.com"}
-    )
-    assert response.status_code == 413
-    assert "Too Large" in response.get_data(as_text=True)
-    assert table_snapshot(inspect_engine) == before
+    with assert_nothing_written(tables):
+        response = client.post(
+            "/users", data={"csrf_token": token, "name": "x" * (6 * 1024 * 1024), "email": "big@example.com"}
+        )
+        assert response.status_code == 413
+        assert "Too Large" in response.get_data(as_text=True)
 
 
-def test_simultaneous_creates_of_one_email_give_one_user_and_409s(app, inspect_engine):
+@pytest.mark.commits  # threads: each request on a connection of its own
+def test_simultaneous_creates_of_one_email_give_one_user_and_409s(app, tables):
     """The race check-then-insert loses: both requests pass any check, the
     unique index decides, and the loser gets a 409 — never a 500."""
     clients = [app.test_client() for _ in range(8)]
@@ -377,7 +371,7 @@ def test_simultaneous_creates_of_one_email_give_one_user_and_409s(app, inspect_e
     for thread in threads:
         thread.join()
     assert sorted(statuses) == [303] + [409] * 7
-    assert row_counts(inspect_engine) == (1, 1)
+    assert tables.counts() == (1, 1)
 
 
 # --- headers, cookies, secret key -----------------------------------------
@@ -393,12 +387,12 @@ def test_security_headers_on_every_response(client, path):
     assert "unsafe-inline" not in csp
 
 
-@pytest.mark.parametrize("path", ["/users", "/users?q=ada", "/users/new", "/users/1",
-                                  "/users/1/edit", "/users/import", "/healthz", "/nope"])
-def test_dynamic_pages_are_never_stored_by_a_cache(app, client, path):
+@pytest.mark.parametrize("path", ["/users", "/users?q=ada", "/users/new", "/users/{id}",
+                                  "/users/{id}/edit", "/users/import", "/healthz", "/nope"])
+def test_dynamic_pages_are_never_stored_by_a_cache(client, make_user, path):
     """They show people's names and addresses, and soon only to who signed in."""
-    make_user(app)
-    assert client.get(path).headers.get("Cache-Control") == "no-store"
+    user = make_user()
+    assert client.get(path.format(id=user.id)).headers.get("Cache-Control") == "no-store"
 
 
 def test_answers_to_a_post_are_never_stored_by_a_cache(client):
@@ -422,16 +416,16 @@ def test_session_cookie_is_httponly_and_samesite_lax(client):
     assert cookie.http_only and cookie.same_site == "Lax"
 
 
-def test_pages_have_no_inline_script_or_style(app, client):
-    make_user(app)
-    for path in ("/users", "/users/new", "/users/1", "/nope"):
+def test_pages_have_no_inline_script_or_style(client, make_user):
+    user = make_user()
+    for path in ("/users", "/users/new", f"/users/{user.id}", "/nope"):
         html = client.get(path).get_data(as_text=True)
         assert "<script>" not in html and " style=" not in html
         assert not re.search(r"\son[a-z]+=", html)
 
 
-def test_user_text_is_escaped(app, client):
-    make_user(app, '<script>alert(1)</script>', "xss@example.com")
+def test_user_text_is_escaped(client, make_user):
+    make_user('<script>alert(1)</script>', "xss@example.com")
     html = client.get("/users").get_data(as_text=True)
     assert "<script>alert(1)</script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html

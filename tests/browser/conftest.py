@@ -3,15 +3,14 @@
 One gunicorn server and one Chromium serve this package's tests (starting
 them is the slow part) and stop when it is done, so the rest of the suite
 never sees their processes or database connections. Every test gets fresh
-browser contexts, and the
-``_empty_tables`` fixture empties the database before each test. Every page
+browser contexts and empty tables (marker ``server``: TRUNCATE, see
+tests/conftest.py). Every page
 a test opens is watched: any console error, uncaught exception or CSP
 violation fails that test.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable, Iterator
 
@@ -19,9 +18,9 @@ import pytest
 from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
 from sqlalchemy import text
 
-from myapp.models import User
-from tests.support import chromium, factories
-from tests.support.server import PROJECT_ROOT, GunicornServer
+from harness import PROJECT_ROOT
+from harness.gunicorn import GunicornServer
+from tests.support import chromium
 
 # The README's pictures. A test run saves its screenshots to a temporary
 # directory so that it leaves the checkout as it found it; `make screenshots`
@@ -29,7 +28,9 @@ from tests.support.server import PROJECT_ROOT, GunicornServer
 README_SCREENSHOTS = PROJECT_ROOT / "docs" / "screenshots"
 
 @pytest.fixture(scope="package")
-def live_server(database_url) -> Iterator[GunicornServer]:
+def gunicorn_server(database_url) -> Iterator[GunicornServer]:
+    # Not pytest-flask's ``live_server`` (the app in a forked process under
+    # Werkzeug): the browser tests see the app as deployed, under gunicorn.
     with GunicornServer(database_url, workers=2, threads=4) as server:
         yield server
 
@@ -50,12 +51,12 @@ def chromium_browser():
 
 
 @pytest.fixture
-def new_context(chromium_browser, live_server) -> Iterator[Callable[..., BrowserContext]]:
+def new_context(chromium_browser, gunicorn_server) -> Iterator[Callable[..., BrowserContext]]:
     """Make fresh browser contexts (separate visitors); all are watched and closed."""
     opened: list[tuple[BrowserContext, chromium.PageWatch]] = []
 
     def make(viewport=chromium.DESKTOP, **options) -> BrowserContext:
-        context = chromium_browser.new_context(base_url=live_server.url, viewport=viewport, **options)
+        context = chromium_browser.new_context(base_url=gunicorn_server.url, viewport=viewport, **options)
         context.set_default_timeout(chromium.TIMEOUT_MS)
         watch = chromium.PageWatch()
         watch.attach(context)
@@ -109,9 +110,3 @@ def screenshot(inspect_engine, tmp_path_factory) -> Callable[..., None]:
         page.screenshot(path=folder / f"{name}.png", full_page=True, animations="disabled")
 
     return save
-
-
-@pytest.fixture
-def make_user(app) -> Callable[..., User]:
-    """Arrange a user through the services: ``make_user(name, email)``."""
-    return functools.partial(factories.make_user, app)

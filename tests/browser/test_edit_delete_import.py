@@ -9,7 +9,6 @@ from playwright.sync_api import Page, expect
 from sqlalchemy import text
 
 from tests.support.chromium import expect_not_marked_invalid
-from tests.support.database import row_counts
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
 
@@ -83,7 +82,9 @@ def test_a_stale_edit_shows_the_conflict_page_and_overwrites_nothing(
     expect(second.get_by_label("Email")).to_have_value("alan@example.com")
 
 
-def test_delete_asks_first_and_keeps_the_user_when_cancelled(page: Page, make_user, inspect_engine):
+def test_delete_asks_first_and_keeps_the_user_when_cancelled(
+    page, make_user, inspect_engine, tables
+):
     user = make_user("Edsger Dijkstra", "edsger@example.com")
     page.goto(f"/users/{user.id}")
     delete = page.get_by_role("button", name="Delete permanently")
@@ -103,7 +104,7 @@ def test_delete_asks_first_and_keeps_the_user_when_cancelled(page: Page, make_us
     expect(page.get_by_role("status")).to_have_text(
         "User “Edsger Dijkstra” was deleted. Their history is kept.")
     expect(page.get_by_text("No users yet.")).to_be_visible()
-    assert row_counts(inspect_engine) == (0, 2)  # create + delete events remain
+    assert tables.counts() == (0, 2)  # create + delete events remain
 
 
 CSV = (
@@ -117,7 +118,7 @@ CSV = (
 )
 
 
-def test_import_a_csv_file_and_read_the_report(page: Page, make_user, inspect_engine, screenshot):
+def test_import_a_csv_file_and_read_the_report(page, make_user, screenshot, tables):
     make_user("Ada Lovelace", "ada@example.com")
     page.goto("/users")
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Import").click()
@@ -145,10 +146,10 @@ def test_import_a_csv_file_and_read_the_report(page: Page, make_user, inspect_en
 
     page.get_by_role("link", name="See the users").click()
     expect(page.locator("table.users tbody tr")).to_have_count(4)
-    assert row_counts(inspect_engine) == (4, 4)
+    assert tables.counts() == (4, 4)
 
 
-def test_everything_works_with_javascript_turned_off(new_context, inspect_engine):
+def test_everything_works_with_javascript_turned_off(new_context, tables):
     page = new_context(java_script_enabled=False).new_page()
     page.goto("/users/new")
     page.get_by_label("Name").fill("Niklaus Wirth")
@@ -169,4 +170,4 @@ def test_everything_works_with_javascript_turned_off(new_context, inspect_engine
     page.get_by_label("…or paste CSV text").fill("name,email\nPer Brinch Hansen,per@example.com\n")
     page.get_by_role("button", name="Import").click()
     expect(page.get_by_role("status")).to_have_text("created 1, rejected 0")
-    assert row_counts(inspect_engine) == (1, 4)
+    assert tables.counts() == (1, 4)

@@ -8,14 +8,13 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.support.chromium import PHONE, expect_not_marked_invalid
-from tests.support.database import row_counts
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
 
 USER_PAGE = re.compile(r"/users/(\d+)$")
 
 
-def test_create_a_user_through_the_form(page: Page, inspect_engine):
+def test_create_a_user_through_the_form(page, tables):
     page.goto("/users")
     expect(page.get_by_text("No users yet.")).to_be_visible()
     page.get_by_role("link", name="Create the first one").click()
@@ -31,7 +30,7 @@ def test_create_a_user_through_the_form(page: Page, inspect_engine):
     expect(page.get_by_role("status")).to_have_text("User “Ada Lovelace” was created.")
     expect(page.get_by_role("heading", level=1)).to_have_text("Ada Lovelace")
     expect(page.locator(".history .event-create")).to_have_count(1)
-    assert row_counts(inspect_engine) == (1, 1)
+    assert tables.counts() == (1, 1)
 
     # The confirmation is shown once, not again on the next page.
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Users").click()
@@ -54,7 +53,7 @@ def _field_error(page: Page, label: str):
 
 
 def test_each_validation_error_is_beside_its_field_and_values_are_kept(
-    page: Page, new_context, inspect_engine, screenshot
+    page, new_context, screenshot, tables
 ):
     page.goto("/users/new")
     page.get_by_label("Name").fill("Grace Hopper")
@@ -88,7 +87,7 @@ def test_each_validation_error_is_beside_its_field_and_values_are_kept(
     # The summary's links take the keyboard to the field.
     summary.get_by_role("link").last.click()
     expect(page.get_by_label("Email")).to_be_focused()
-    assert row_counts(inspect_engine) == (0, 0)
+    assert tables.counts() == (0, 0)
 
     phone = new_context(viewport=PHONE).new_page()
     phone.goto("/users/new")
@@ -97,7 +96,7 @@ def test_each_validation_error_is_beside_its_field_and_values_are_kept(
     screenshot(phone, "form-errors-phone")
 
 
-def test_a_taken_email_is_reported_beside_the_email(page: Page, make_user, inspect_engine):
+def test_a_taken_email_is_reported_beside_the_email(page, make_user, tables):
     make_user("Ada Lovelace", "ada@example.com")
     page.goto("/users/new")
     page.get_by_label("Name").fill("Another Ada")
@@ -105,7 +104,7 @@ def test_a_taken_email_is_reported_beside_the_email(page: Page, make_user, inspe
     page.get_by_role("button", name="Create user").click()
     expect(_field_error(page, "Email")).to_contain_text("already exists")
     expect(page.get_by_label("Name")).to_have_value("Another Ada")
-    assert row_counts(inspect_engine) == (1, 1)
+    assert tables.counts() == (1, 1)
 
 
 FIRST_NAMES = ["Ada", "Alan", "Barbara", "Claude", "Donald", "Edsger", "Frances", "Grace",

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults import report
+from harness.gunicorn import GunicornServer
+from tests.support import fault_report
 from tests.support.proxy import TcpProxy
-from tests.support.server import GunicornServer
 
 
 @pytest.fixture
@@ -39,6 +39,6 @@ def start_server(proxied_url):
 
 
 def pytest_terminal_summary(terminalreporter):
-    if report.FIGURES:
+    if fault_report.FIGURES:
         terminalreporter.write_sep("=", "fault-injection figures (see docs/reliability.md)")
-        terminalreporter.write_line(report.table())
+        terminalreporter.write_line(fault_report.table())

@@ -6,20 +6,18 @@ cut while the import's INSERTs are under way; the shared server is never touched
 
 from __future__ import annotations
 
-import os
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
-import sys
-from pathlib import Path
 
 import pytest
 import requests
 from sqlalchemy import text
 
-from tests.faults.workload import wait_for
-from tests.support.database import table_snapshot
+from harness.flask_cli import start_flask
+from harness.gunicorn import GunicornServer
+from tests.support.database import assert_nothing_written
 from tests.support.http import Browser
-from tests.support.server import PROJECT_ROOT, GunicornServer
+from tests.support.workload import wait_for
 
 pytestmark = pytest.mark.server
 
@@ -44,9 +42,10 @@ def import_is_inserting(engine, application_name_like: str) -> bool:
         )
 
 
-def test_web_import_cut_mid_way_is_503_and_writes_nothing(proxied_url, proxy, inspect_engine):
-    before = table_snapshot(inspect_engine)
-    with GunicornServer(proxied_url, workers=1, threads=2) as server:
+def test_web_import_cut_mid_way_is_503_and_writes_nothing(
+    proxied_url, proxy, inspect_engine, tables
+):
+    with assert_nothing_written(tables), GunicornServer(proxied_url, workers=1, threads=2) as server:
         browser = Browser(server.url)
         token = browser.csrf_token("/users/import")
         worker = f"myapp[{server.worker_pids()[0]}]"
@@ -65,30 +64,26 @@ def test_web_import_cut_mid_way_is_503_and_writes_nothing(proxied_url, proxy, in
         assert "Nothing was saved" in response.text and "Traceback" not in response.text
         # The worker recovers by itself: the next request gets a new connection.
         assert wait_for(lambda: browser.get("/healthz").status_code == 200, timeout=15)
-    assert table_snapshot(inspect_engine) == before
 
 
-def test_cli_import_cut_mid_way_exits_2_and_writes_nothing(proxied_url, proxy, inspect_engine, tmp_path):
+def test_cli_import_cut_mid_way_exits_2_and_writes_nothing(
+    proxied_url, proxy, inspect_engine, tmp_path, tables
+):
     path = tmp_path / "big.csv"
     path.write_text(big_csv())
-    before = table_snapshot(inspect_engine)
-    env = {**os.environ, "DATABASE_URL": proxied_url.render_as_string(hide_password=False),
-           "SECRET_KEY": "cli-test"}
-    process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("flask")), "--app", "app", "import-users", str(path)],
-        cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        inserting = wait_for(
-            lambda: process.poll() is not None
-            or import_is_inserting(inspect_engine, f"myapp[{process.pid}]"),
-            timeout=60,
-        )
-        assert inserting and process.poll() is None, process.communicate()
-        assert proxy.cut() > 0
-        stdout, stderr = process.communicate(timeout=60)
-    finally:
-        process.kill()
-    assert process.returncode == 2, (stdout, stderr)
-    assert "Nothing was imported" in stderr and "Traceback" not in stderr
-    assert table_snapshot(inspect_engine) == before
+    with assert_nothing_written(tables):
+        process = start_flask("import-users", str(path), database_url=proxied_url,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            inserting = wait_for(
+                lambda: process.poll() is not None
+                or import_is_inserting(inspect_engine, f"myapp[{process.pid}]"),
+                timeout=60,
+            )
+            assert inserting and process.poll() is None, process.communicate()
+            assert proxy.cut() > 0
+            stdout, stderr = process.communicate(timeout=60)
+        finally:
+            process.kill()
+        assert process.returncode == 2, (stdout, stderr)
+        assert "Nothing was imported" in stderr and "Traceback" not in stderr

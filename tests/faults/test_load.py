@@ -12,12 +12,12 @@ import os
 import time
 
 import pytest
-from sqlalchemy.orm import Session
+from sqlalchemy import orm
 
 from myapp.seeding import seed_users
-from tests.faults import report
-from tests.faults.workload import MIX, Load, check_writes
+from tests.support import fault_report
 from tests.support.sampling import ConnectionSampler, MemorySampler, app_connections
+from tests.support.workload import MIX, Load, check_writes
 
 pytestmark = [pytest.mark.faults, pytest.mark.server]
 
@@ -29,7 +29,7 @@ SEEDED = 2_000
 
 
 def test_mixed_load(start_server, inspect_engine):
-    with Session(inspect_engine) as session:
+    with orm.Session(inspect_engine) as session:
         seed_users(session, SEEDED)
     server = start_server(workers=WORKERS, threads=THREADS)
     pids = server.worker_pids()
@@ -56,7 +56,7 @@ def test_mixed_load(start_server, inspect_engine):
     writes = check_writes(inspect_engine, load)
     first_half, second_half = memory.halves()
     total, idle_in_transaction = app_connections(inspect_engine)
-    report.record(
+    fault_report.record(
         "1 load",
         requests=len(load.results),
         clients=CLIENTS,

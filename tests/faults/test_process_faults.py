@@ -16,10 +16,10 @@ import pytest
 import requests
 from sqlalchemy import text
 
-from tests.faults import report
-from tests.faults.workload import Load, check_writes, wait_for
+from tests.support import fault_report
 from tests.support.http import Browser
 from tests.support.sampling import app_connections, app_backends
+from tests.support.workload import Load, check_writes, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.server]
 
@@ -46,7 +46,7 @@ def test_sigkill_worker_mid_burst(start_server, inspect_engine):
     failed = [r for r in load.results if r.status is None]
     after = [r for r in load.results if r.started >= replaced_at + 1]
     writes = check_writes(inspect_engine, load)
-    report.record(
+    fault_report.record(
         "3a SIGKILL a worker mid-burst",
         requests=len(load.results),
         statuses=dict(sorted(load.statuses().items(), key=str)),
@@ -72,7 +72,7 @@ IN_TRANSACTION = text(
 )
 
 
-def test_sigterm_master_lets_in_flight_requests_finish(start_server, proxy, inspect_engine):
+def test_sigterm_master_lets_in_flight_requests_finish(start_server, proxy, tables):
     workers, threads = 2, 4
     burst = workers * threads
     server = start_server(workers=workers, threads=threads)
@@ -97,7 +97,7 @@ def test_sigterm_master_lets_in_flight_requests_finish(start_server, proxy, insp
         futures = [pool.submit(create, n) for n in range(burst)]
 
         def in_transaction():
-            with inspect_engine.connect() as conn:
+            with tables.connect() as conn:
                 return conn.scalar(IN_TRANSACTION)
 
         # SIGTERM once the burst is inside the database, half-way through.
@@ -109,10 +109,10 @@ def test_sigterm_master_lets_in_flight_requests_finish(start_server, proxy, insp
     stopped_in = time.monotonic() - stopped_at
     proxy.set_latency(0)
 
-    with inspect_engine.connect() as conn:
+    with tables.connect() as conn:
         stored = conn.scalar(text("SELECT count(*) FROM users WHERE name LIKE 'Term %'"))
     acknowledged = sum(status == 303 for status, _ in results)
-    report.record(
+    fault_report.record(
         "3b SIGTERM the master mid-burst",
         requests=burst,
         in_a_transaction_at_sigterm=in_flight,

@@ -9,11 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import text
 
-from tests.faults import report
-from tests.support.database import row_counts
+from harness.gunicorn import GunicornServer
+from tests.support import fault_report
 from tests.support.http import Browser
 from tests.support.proxy import TcpProxy
-from tests.support.server import GunicornServer
 
 pytestmark = [pytest.mark.faults, pytest.mark.server]
 
@@ -54,38 +53,38 @@ def server(database_url):
         yield server
 
 
-def test_concurrent_creates_of_one_email(server, inspect_engine):
+def test_concurrent_creates_of_one_email(server, tables):
     # The same address, in different letter cases: unique ignoring case.
     spellings = ["race@example.com", "Race@Example.com", "RACE@EXAMPLE.COM"]
     emails = [spellings[n % 3] for n in range(50)]
     statuses = race(server, [("/users", {"name": f"Racer {n}", "email": email})
                              for n, email in enumerate(emails)])
     counts = Counter(statuses)
-    report.record("4a 50 concurrent creates, one email", statuses=dict(counts),
-                  users_stored=row_counts(inspect_engine)[0])
+    fault_report.record("4a 50 concurrent creates, one email", statuses=dict(counts),
+                        users_stored=tables.counts()[0])
     assert counts == {303: 1, 409: 49}
-    assert row_counts(inspect_engine) == (1, 1)
+    assert tables.counts() == (1, 1)
 
 
-def test_concurrent_edits_at_one_version(server, inspect_engine):
+def test_concurrent_edits_at_one_version(server, tables):
     [user_id] = create_users(server, 1)
     statuses = race(server, [(f"/users/{user_id}/edit",
                               {"name": f"Editor {n}", "email": "racer0@example.com", "version": "1"})
                              for n in range(20)])
     counts = Counter(statuses)
-    with inspect_engine.connect() as conn:
+    with tables.connect() as conn:
         name, version = conn.execute(text("SELECT name, version FROM users")).one()
         updates = conn.execute(
             text("SELECT detail FROM audit_events WHERE action = 'update'")
         ).scalars().all()
-    report.record("4b 20 concurrent edits, one version", statuses=dict(counts),
+    fault_report.record("4b 20 concurrent edits, one version", statuses=dict(counts),
                   update_audit_rows=len(updates), final_version=version)
     assert counts == {303: 1, 409: 19}
     assert version == 2 and len(updates) == 1
     assert updates[0]["changes"]["name"]["new"] == name  # the winner's values, audited
 
 
-def test_concurrent_delete_and_edit(server, inspect_engine):
+def test_concurrent_delete_and_edit(server, tables):
     ids = create_users(server, 15)
     posts = []
     for user_id in ids:
@@ -94,10 +93,10 @@ def test_concurrent_delete_and_edit(server, inspect_engine):
                       {"name": f"Edited {user_id}", "email": f"edited{user_id}@example.com",
                        "version": "1"}))
     statuses = race(server, posts)
-    with inspect_engine.connect() as conn:
+    with tables.connect() as conn:
         survivors = set(conn.execute(text("SELECT id FROM users")).scalars())
         events = conn.execute(text("SELECT user_id, action FROM audit_events ORDER BY id")).all()
-    report.record("4c 15 x (delete vs edit) at once", statuses=dict(Counter(statuses)),
+    fault_report.record("4c 15 x (delete vs edit) at once", statuses=dict(Counter(statuses)),
                   deleted=len(ids) - len(survivors), survived=len(survivors))
 
     # A delete carries no version, so no save can make it stale: every one

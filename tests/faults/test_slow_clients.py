@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults import report
+from tests.support import fault_report
 from tests.support.slowclients import SlowClients, visit
 
 pytestmark = [pytest.mark.faults, pytest.mark.server]
@@ -49,5 +49,5 @@ def test_slow_clients_starve_the_threads_until_they_leave(start_server):
             assert not during.answered, (kind, during.summary)
         assert len(after.answered) == VISITORS, (kind, after.summary)
 
-    report.record(f"6 slow clients ({WORKERS} x {THREADS}; {VISITORS} visitors, {PATIENCE:.0f} s "
+    fault_report.record(f"6 slow clients ({WORKERS} x {THREADS}; {VISITORS} visitors, {PATIENCE:.0f} s "
                   "each)", **{attack: result for attack, result in figures.items()})

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Connection, Engine, Row, create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
@@ -60,24 +62,62 @@ def drop_test_database(url: URL) -> None:
         engine.dispose()
 
 
-def table_snapshot(engine: Engine) -> dict[str, list[tuple]]:
-    """Every row of the app's tables: compare two snapshots to prove nothing was written."""
-    with engine.connect() as conn:
-        return {
-            table: [tuple(row) for row in conn.execute(text(f"SELECT * FROM {table} ORDER BY id"))]
-            for table in ("users", "audit_events")
-        }
-
-
-def row_counts(engine: Engine) -> tuple[int, int]:
-    """(users, audit_events)."""
-    with engine.connect() as conn:
-        return (
-            conn.scalar(text("SELECT count(*) FROM users")),
-            conn.scalar(text("SELECT count(*) FROM audit_events")),
-        )
-
-
 def truncate_tables(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE users, audit_events RESTART IDENTITY"))
+
+
+class Tables:
+    """The app's tables, as a test reads them.
+
+    ``bind`` is the test's own connection when the test runs inside a
+    transaction that is rolled back at its end (it sees what the app's
+    sessions wrote there), else an engine: a fresh connection each look.
+    """
+
+    def __init__(self, bind: Engine | Connection):
+        self.bind = bind
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        if isinstance(self.bind, Connection):
+            yield self.bind
+        else:
+            with self.bind.connect() as conn:
+                yield conn
+
+    def snapshot(self) -> dict[str, list[tuple]]:
+        """Every row of both tables: two equal snapshots mean nothing was written."""
+        with self.connect() as conn:
+            return {
+                table: [tuple(row) for row in conn.execute(text(f"SELECT * FROM {table} ORDER BY id"))]
+                for table in ("users", "audit_events")
+            }
+
+    def counts(self) -> tuple[int, int]:
+        """(users, audit_events)."""
+        with self.connect() as conn:
+            return (
+                conn.scalar(text("SELECT count(*) FROM users")),
+                conn.scalar(text("SELECT count(*) FROM audit_events")),
+            )
+
+    def emails(self) -> set[str]:
+        with self.connect() as conn:
+            return set(conn.scalars(text("SELECT email FROM users")))
+
+    def audit(self, user_id: int) -> list[Row]:
+        """The user's audit events, oldest first: (action, detail) rows."""
+        with self.connect() as conn:
+            return conn.execute(
+                text("SELECT action, detail FROM audit_events WHERE user_id = :id ORDER BY id"),
+                {"id": user_id},
+            ).all()
+
+
+@contextmanager
+def assert_nothing_written(tables: Tables) -> Iterator[None]:
+    """Fails unless every row of the app's tables is the same after the block."""
+    before = tables.snapshot()
+    yield
+    assert tables.snapshot() == before, "the database changed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 
 CSRF_INPUT = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"|'
@@ -25,3 +26,16 @@ def csrf_token(client, page: str = "/users/new") -> str:
 def submit(client, path: str, data: dict, page: str = "/users/new", **kwargs):
     """POST ``data`` to ``path`` with a valid CSRF token taken from ``page``."""
     return client.post(path, data={"csrf_token": csrf_token(client, page), **data}, **kwargs)
+
+
+def upload(client, content: bytes | str, filename="users.csv", field="file"):
+    """Submit the import form: ``content`` as a file upload, or pasted (``field="csv"``)."""
+    token = csrf_token(client, "/users/import")
+    if field == "file":
+        data = content.encode() if isinstance(content, str) else content
+        payload = {"file": (io.BytesIO(data), filename)}
+    else:
+        payload = {"csv": content}
+    return client.post(
+        "/users/import", data={"csrf_token": token, **payload}, content_type="multipart/form-data"
+    )

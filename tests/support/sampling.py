@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 from sqlalchemy import text
@@ -115,3 +116,15 @@ def app_backends(engine) -> list:
     """The server's connections: (application_name, backend_start, state_change)."""
     with engine.connect() as conn:
         return conn.execute(APP_BACKENDS, {"own": OWN_APPLICATION_NAME}).all()
+
+
+def wait_for_a_lock_wait(engine, timeout: float = 10.0) -> None:
+    """Return once some backend of this database waits for a lock."""
+    deadline = time.monotonic() + timeout
+    with engine.connect() as conn:
+        while not conn.scalar(text(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )):
+            conn.rollback()  # a new snapshot of pg_stat_activity next time
+            assert time.monotonic() < deadline, "nothing started waiting for a lock"

@@ -1,4 +1,4 @@
-"""Start the real production server (gunicorn, gthread) for end-to-end tests."""
+"""Start the real production server (gunicorn, gthread) for tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from harness import PROJECT_ROOT
+
 GUNICORN = Path(sys.executable).with_name("gunicorn")
 
 
