@@ -125,7 +125,9 @@ def _database_bind(request):
             finally:
                 db.Session.remove()
                 # Back to the engine, and to SQLAlchemy's default join mode.
-                db.Session.configure(bind=db.engine(), join_transaction_mode="conditional_savepoint")
+                db.Session.configure(
+                    bind=db.engine(), join_transaction_mode="conditional_savepoint"
+                )
                 outer.rollback()
     else:
         request.getfixturevalue("database_url")
