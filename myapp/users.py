@@ -23,8 +23,9 @@ from sqlalchemy.orm.exc import StaleDataError
 from myapp.models import EMAIL_UNIQUE_INDEX, AuditEvent, User
 from myapp.validation import UserFields
 
+
 class UserNotFound(LookupError):
-    pass
+    """No user has this id (or no longer has): the web answers 404 (myapp.errors)."""
 
 
 class EmailTaken(ValueError):
