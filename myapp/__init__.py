@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 
-from myapp import cli, config, db, errors, guards, routing, templating, views
+from myapp import cli, cli_db, config, db, errors, guards, routing, templating, views
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,3 +64,4 @@ def register_errorhandlers(app: Flask) -> None:
 
 def register_commands(app: Flask) -> None:
     cli.init_app(app)
+    cli_db.init_app(app)  # init-db and the db group: the schema's commands

@@ -19,7 +19,6 @@ from myapp import db, importing, seeding
 
 
 def init_app(app: Flask) -> None:
-    app.cli.add_command(init_db_command)
     app.cli.add_command(seed_users_command)
     app.cli.add_command(import_users_command)
 
@@ -53,27 +52,6 @@ def database_error_message(err: SQLAlchemyError) -> str:
 
 # with_appcontext: however a command is invoked, it runs inside an app
 # context, so teardown_appcontext removes its session when it ends.
-@click.command("init-db")
-@with_appcontext
-@click.option("--drop", is_flag=True, help="Drop the tables first: all data is lost.")
-@click.option("--yes", is_flag=True, help="Do not ask before --drop.")
-def init_db_command(drop: bool, yes: bool) -> None:
-    """Create the database if missing, then every table and index."""
-    if drop and not yes:
-        click.confirm("Drop every table? All data will be lost.", abort=True)
-    config = current_app.config
-    try:
-        created = db.create_database_if_missing(
-            config["DATABASE_URL"], config["DB_CONNECT_TIMEOUT"]
-        )
-        db.create_schema(db.engine(), drop=drop)
-    except SQLAlchemyError as err:  # unreachable, or e.g. no permission to create
-        _fail(database_error_message(err))
-    database = db.engine().url.database
-    click.echo(f"Created database {database}." if created else f"Database {database} exists.")
-    click.echo("Dropped and recreated the tables." if drop else "Tables and indexes are in place.")
-
-
 @click.command("seed-users")
 @with_appcontext
 @click.option("--count", type=click.IntRange(min=1), required=True, help="How many users.")

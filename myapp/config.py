@@ -122,6 +122,10 @@ def from_environment(instance_path: Path, overrides: Mapping[str, Any] | None = 
             "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", 30_000
         ),
         "DB_CONNECT_TIMEOUT": _int_from_env("DB_CONNECT_TIMEOUT", 3),
+        # How long a migration statement may wait for a lock before it fails
+        # (docs/migrations.md): while it waits, every request that needs the
+        # same table queues behind it.
+        "MIGRATION_LOCK_TIMEOUT_MS": _int_from_env("MIGRATION_LOCK_TIMEOUT_MS", 2_000),
         "MAX_CONTENT_LENGTH": MAX_BODY_BYTES,
         # Werkzeug caps non-file fields at 500 kB by default; pasted CSV may
         # be as large as an uploaded file.

@@ -40,9 +40,7 @@ def database_url():
         url = database.create_test_database()
     except database.ServerUnreachable as err:
         pytest.exit(str(err), returncode=3)
-    engine = create_engine(url, poolclass=NullPool)
-    db.create_schema(engine)
-    engine.dispose()
+    database.upgrade_to_head(url)  # the schema as every deployment gets it: the migrations
     yield url
     db.Session.remove()
     database.drop_test_database(url)

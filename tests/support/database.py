@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Connection, Engine, Row, create_engine, text
+from alembic import command
+from sqlalchemy import Connection, Engine, Row, create_engine, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
+
+from myapp import migrate
 
 ADMIN_URL_VARIABLE = "TEST_DATABASE_ADMIN_URL"
 DEFAULT_ADMIN_URL = "postgresql+psycopg2:///postgres"
@@ -58,6 +62,16 @@ def drop_test_database(url: URL) -> None:
     try:
         with engine.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+    finally:
+        engine.dispose()
+
+
+def upgrade_to_head(url: URL | str) -> None:
+    """Bring the database's schema to the latest migration (``flask db upgrade``)."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            command.upgrade(migrate.alembic_config(conn), "head")
     finally:
         engine.dispose()
 
@@ -121,3 +135,26 @@ def assert_nothing_written(tables: Tables) -> Iterator[None]:
     before = tables.snapshot()
     yield
     assert tables.snapshot() == before, "the database changed"
+
+
+def schema_dump(url: URL | str) -> str:
+    """``pg_dump --schema-only``: the whole schema as PostgreSQL prints it.
+
+    Without the ``\\restrict KEY`` lines of newer pg_dumps, whose key is new
+    in every dump.
+    """
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    dump = subprocess.run(
+        ["pg_dump", "--schema-only", "--no-owner", "--no-privileges", f"--dbname={dsn}"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout
+    return "".join(line for line in dump.splitlines(keepends=True)
+                   if not line.startswith(("\\restrict ", "\\unrestrict ")))
+
+
+def table_names(url: URL | str) -> set[str]:
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()

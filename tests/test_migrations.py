@@ -1,0 +1,264 @@
+"""Migrations (Alembic) and ``init-db``, run as an operator runs them.
+
+Each test that changes a schema gets a database of its own; "nothing
+changed" is always checked on the whole schema dump (pg_dump) and every row.
+"""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Column, MetaData, Text, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from myapp.models import Base
+from tests.support.commands import error_lines, flask
+from tests.support.database import (
+    create_test_database,
+    drop_test_database,
+    schema_dump,
+    table_names,
+    table_snapshot,
+    upgrade_to_head,
+)
+from tests.support.premigration import create_premigration_schema
+
+HEAD = "0002"
+
+
+def _run_sql(url, *statements):
+    engine = create_engine(url, poolclass=NullPool)
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.execute(text(statement))
+    engine.dispose()
+
+
+def _current(url) -> str:
+    result = flask("db", "current", database_url=url)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def assert_one_error_line(result, *phrases):
+    [line] = error_lines(result)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    for phrase in phrases:
+        assert phrase in line, line
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.fixture
+def head_dump(database_without_tables):
+    """The schema dump of a fresh database brought to head: the reference."""
+    upgrade_to_head(database_without_tables)
+    return schema_dump(database_without_tables)
+
+
+@pytest.fixture
+def premigration_database():
+    """A database as the pre-migration ``init-db`` left it, with rows in it."""
+    url = create_test_database()
+    engine = create_engine(url, poolclass=NullPool)
+    create_premigration_schema(engine)
+    engine.dispose()
+    _run_sql(
+        url,
+        "INSERT INTO users (name, email) VALUES ('Ada', 'ada@example.com'), ('Bob', 'BOB@example.com')",
+        "INSERT INTO audit_events (user_id, action, detail)"
+        " SELECT id, 'create', jsonb_build_object('name', name) FROM users",
+        "UPDATE users SET name = 'Ada L.', version = 2 WHERE email = 'ada@example.com'",
+    )
+    yield url
+    drop_test_database(url)
+
+
+# --- a fresh database ------------------------------------------------------------
+
+
+def test_init_db_creates_a_database_at_head_and_a_second_run_changes_nothing(database_url, head_dump):
+    url = make_url(database_url).set(database=make_url(database_url).database + "_fresh")
+    try:
+        first = flask("init-db", database_url=url)
+        assert first.returncode == 0, first.stderr
+        assert "Created database" in first.stdout
+        assert f"Upgraded the schema from empty to {HEAD}." in first.stdout
+        assert "Running upgrade  -> 0001" in first.stderr
+        assert _current(url) == f"{HEAD} (head)"
+        dump = schema_dump(url)
+        assert dump == head_dump
+
+        second = flask("init-db", database_url=url)
+        assert second.returncode == 0, second.stderr
+        assert f"Schema is up to date (revision {HEAD})." in second.stdout
+        assert "Running upgrade" not in second.stderr
+        assert schema_dump(url) == dump
+    finally:
+        drop_test_database(url)
+
+
+def test_round_trip_head_base_head_gives_the_fresh_schema(database_without_tables, head_dump):
+    url = database_without_tables  # at head (head_dump)
+    down = flask("db", "downgrade", "base", database_url=url)
+    assert down.returncode == 0, down.stderr
+    assert "Running downgrade 0001 -> " in down.stderr
+    assert table_names(url) == {"alembic_version"}  # no table of the app left
+    assert _current(url) == ""
+
+    up = flask("db", "upgrade", database_url=url)
+    assert up.returncode == 0, up.stderr
+    assert schema_dump(url) == head_dump
+
+
+def test_downgrade_one_step_and_upgrade_again(database_without_tables, head_dump):
+    url = database_without_tables
+    assert flask("db", "downgrade", "-1", database_url=url).returncode == 0
+    assert _current(url) == "0001"
+    assert "audit_events_user_id_idx" not in schema_dump(url)
+    assert flask("db", "upgrade", HEAD, database_url=url).returncode == 0
+    assert schema_dump(url) == head_dump
+
+
+def test_history_lists_every_revision_newest_first(database_url):
+    result = flask("db", "history", database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"0001 -> {HEAD} (head),")
+    assert lines[-1].startswith("<base> -> 0001,")
+
+
+# --- db check ----------------------------------------------------------------------
+
+
+def test_db_check_finds_the_models_and_the_migrations_in_agreement(database_url):
+    result = flask("db", "check", database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    assert "agree" in result.stdout
+
+
+def test_db_check_names_a_column_only_the_models_have(app, runner, monkeypatch):
+    models = MetaData()
+    for table in Base.metadata.tables.values():
+        table.to_metadata(models)
+    models.tables["users"].append_column(Column("nickname", Text))
+    monkeypatch.setitem(app.extensions, "myapp.target_metadata", models)
+
+    result = runner.invoke(args=["db", "check"])
+    assert result.exit_code == 1
+    assert "add_column users.nickname" in result.stderr
+    assert result.stderr.count("\n  ") == 1  # that one difference, nothing else
+
+
+def test_db_check_sees_an_expression_index_and_a_check_constraint_of_another_definition(
+    database_without_tables,
+):
+    url = database_without_tables
+    upgrade_to_head(url)
+    _run_sql(
+        url,
+        "DROP INDEX users_email_lower_key",
+        "CREATE UNIQUE INDEX users_email_lower_key ON users (email)",
+        "ALTER TABLE users DROP CONSTRAINT users_name_length",
+        "ALTER TABLE users ADD CONSTRAINT users_name_length CHECK (char_length(name) <= 99)",
+    )
+    result = flask("db", "check", database_url=url)
+    assert result.returncode == 1
+    assert "remove_index users_email_lower_key on users" in result.stderr
+    assert "add_index users_email_lower_key on users" in result.stderr
+    assert "add_constraint users_name_length on users" in result.stderr
+    assert "search_trgm" not in result.stderr  # the GIN expression index matches
+
+
+# --- adopting a database made before migrations ------------------------------------
+
+
+def test_a_premigration_database_is_adopted_with_every_row(premigration_database, head_dump):
+    url = premigration_database
+    engine = create_engine(url, poolclass=NullPool)
+    rows = table_snapshot(engine)
+    assert len(rows["users"]) == 2 and len(rows["audit_events"]) == 2
+
+    result = flask("init-db", database_url=url)
+    assert result.returncode == 0, result.stderr
+    assert f"stamped at {HEAD}" in result.stdout
+    assert _current(url) == f"{HEAD} (head)"
+    assert table_snapshot(engine) == rows
+    assert schema_dump(url) == head_dump  # as if it had been made by the migrations
+    engine.dispose()
+
+
+@pytest.mark.parametrize("drift, named", [
+    (["ALTER TABLE users DROP COLUMN updated_at"],
+     "column users.updated_at: expected (timestamp with time zone NOT NULL DEFAULT now()),"
+     " missing from the database"),
+    (["DROP INDEX users_email_lower_key",
+      "CREATE UNIQUE INDEX users_email_lower_key ON users (email)"],
+     "index users.users_email_lower_key: the database has (CREATE UNIQUE INDEX"
+     " users_email_lower_key ON users USING btree (email)), expected"),
+    (["ALTER TABLE audit_events DROP CONSTRAINT audit_events_action"],
+     "constraint audit_events.audit_events_action: expected"),
+    (["CREATE TABLE notes (id int)"], "table notes: in the database, not expected"),
+])
+def test_a_drifted_premigration_database_is_refused_and_left_as_it_was(
+    premigration_database, drift, named
+):
+    url = premigration_database
+    _run_sql(url, *drift)
+    engine = create_engine(url, poolclass=NullPool)
+    rows, dump = table_snapshot(engine), schema_dump(url)
+
+    result = flask("init-db", database_url=url)
+    assert result.returncode == 1
+    assert_one_error_line(result, "init-db refused", "cannot be adopted", named, "nothing was changed")
+    assert schema_dump(url) == dump
+    assert table_snapshot(engine) == rows
+    engine.dispose()
+
+
+# --- bad input: one line, the right status, nothing changed ---------------------------
+
+
+def test_init_db_refuses_a_database_another_app_owns(database_without_tables):
+    url = database_without_tables
+    _run_sql(url, "CREATE TABLE invoices (id int PRIMARY KEY)", "INSERT INTO invoices VALUES (1)")
+    dump = schema_dump(url)
+
+    result = flask("init-db", database_url=url)
+    assert result.returncode == 1
+    assert_one_error_line(result, "tables of another application (invoices)", "nothing was changed")
+    assert schema_dump(url) == dump
+    assert table_names(url) == {"invoices"}
+
+
+def test_downgrade_to_an_unknown_revision_is_one_line(database_url):
+    dump = schema_dump(database_url)
+    result = flask("db", "downgrade", "nosuchrev", database_url=database_url)
+    assert result.returncode == 1
+    assert_one_error_line(result, "Can't locate revision identified by 'nosuchrev'")
+    assert schema_dump(database_url) == dump
+
+
+@pytest.mark.parametrize("args", [
+    ("db", "upgrade"), ("db", "downgrade", "base"), ("db", "current"), ("db", "check"),
+    ("init-db",),
+])
+def test_an_unreachable_database_is_one_line(args):
+    result = flask(*args, database_url="postgresql+psycopg2://nobody@127.0.0.1:1/nowhere")
+    assert result.returncode == 1
+    assert_one_error_line(result, "cannot reach the database", "127.0.0.1:1")
+
+
+def test_init_db_drop_yes_drops_alembic_version_too(database_without_tables, head_dump):
+    url = database_without_tables
+    upgrade_to_head(url)
+    _run_sql(url, "INSERT INTO users (name, email) VALUES ('Ada', 'ada@example.com')",
+             "UPDATE alembic_version SET version_num = '0001'")  # as if 0002 were not applied
+    result = flask("init-db", "--drop", "--yes", database_url=url)
+    assert result.returncode == 0, result.stderr
+    assert "Dropped every table of the app." in result.stdout
+    # alembic_version went too: every migration ran again, from empty.
+    assert f"Upgraded the schema from empty to {HEAD}." in result.stdout
+    assert schema_dump(url) == head_dump
+    engine = create_engine(url, poolclass=NullPool)
+    assert table_snapshot(engine)["users"] == []
+    engine.dispose()
