@@ -4,43 +4,10 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from harness.flask_cli import run_flask
 from tests.support.commands import assert_one_error_line
-from tests.support.database import drop_test_database
-
-
-def _schema(url):
-    engine = create_engine(url, poolclass=NullPool)
-    with engine.connect() as conn:
-        rows = conn.execute(
-            text(
-                "SELECT tablename, indexname, indexdef FROM pg_indexes"
-                " WHERE schemaname = 'public' ORDER BY indexname"
-            )
-        ).all()
-    engine.dispose()
-    return rows
-
-
-def test_init_db_creates_the_database_then_is_idempotent(database_url):
-    url = make_url(database_url).set(database=make_url(database_url).database + "_cli")
-    try:
-        first = run_flask("init-db", database_url=url)
-        assert first.returncode == 0, first.stderr
-        assert "Created database" in first.stdout
-        schema = _schema(url)
-        assert {"users", "audit_events"} <= {row.tablename for row in schema}
-        assert "users_email_lower_key" in {row.indexname for row in schema}
-
-        second = run_flask("init-db", database_url=url)
-        assert second.returncode == 0, second.stderr
-        assert "exists" in second.stdout
-        assert _schema(url) == schema
-    finally:
-        drop_test_database(url)
 
 
 def test_init_db_on_an_unreachable_server_is_one_line_and_exit_1():

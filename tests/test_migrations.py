@@ -240,8 +240,7 @@ def test_downgrade_to_an_unknown_revision_is_one_line(database_url):
 
 @pytest.mark.parametrize("args", [
     ("db", "upgrade"), ("db", "downgrade", "base"), ("db", "current"), ("db", "check"),
-    ("init-db",),
-])
+])  # init-db: tests/test_cli.py
 def test_an_unreachable_database_is_one_line(args):
     result = flask(*args, database_url="postgresql+psycopg2://nobody@127.0.0.1:1/nowhere")
     assert result.returncode == 1
