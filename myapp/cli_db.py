@@ -71,7 +71,7 @@ def _alembic(*, connect: bool = True) -> Iterator[Config]:
             return
         engine = migrate.migration_engine(current_app.config)
         try:
-            with engine.connect() as conn:
+            with engine.connect() as conn, migrate.one_at_a_time(conn, _say_waiting):
                 yield migrate.alembic_config(
                     conn,
                     stdout=sys.stdout,
@@ -80,6 +80,10 @@ def _alembic(*, connect: bool = True) -> Iterator[Config]:
                 )
         finally:
             engine.dispose()
+
+
+def _say_waiting() -> None:
+    click.echo("Waiting for another migration of this database to finish...", err=True)
 
 
 def _show_alembic_progress() -> None:
@@ -144,7 +148,7 @@ def init_db_command(drop: bool, yes: bool) -> None:
     if drop and not yes:
         click.confirm("Drop every table of the app? All data will be lost.", abort=True)
     with _one_line_errors():
-        report = migrate.init_database(current_app.config, drop=drop)
+        report = migrate.init_database(current_app.config, drop=drop, on_wait=_say_waiting)
     database = make_url(current_app.config["DATABASE_URL"]).database
     click.echo(f"Created database {database}." if report.created_database
                else f"Database {database} exists.")

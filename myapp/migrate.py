@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -87,6 +88,37 @@ def alembic_config(
     return config
 
 
+# pg_advisory_lock key: one migration run at a time on a database.
+MIGRATION_LOCK_KEY = 0x6D79617070  # "myapp"
+
+
+@contextmanager
+def one_at_a_time(conn: Connection, on_wait: Callable[[], None] = lambda: None) -> Iterator[None]:
+    """Hold the migration lock of ``conn``'s database while the block runs.
+
+    Two deploys upgrading at once would both try to create the same tables;
+    with this the second waits for the first, then finds nothing to do. A
+    session-level advisory lock (taken without ``lock_timeout``: waiting for
+    another migration is right), so it needs a direct connection, not one
+    through PgBouncer in transaction mode. ``on_wait`` is called before
+    waiting, if another run holds it.
+    """
+    with conn.begin():
+        taken = conn.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+    if not taken:
+        on_wait()
+        with conn.begin():
+            conn.execute(text("SET LOCAL lock_timeout = 0"))
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+    try:
+        yield
+    finally:
+        if conn.in_transaction():
+            conn.rollback()
+        conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        conn.commit()
+
+
 def current_revision(conn: Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
 
@@ -103,7 +135,9 @@ class InitReport:
     after: str | None
 
 
-def init_database(settings: Mapping[str, Any], *, drop: bool = False) -> InitReport:
+def init_database(
+    settings: Mapping[str, Any], *, drop: bool = False, on_wait: Callable[[], None] = lambda: None
+) -> InitReport:
     """``flask init-db``: create the database if missing, then upgrade to head.
 
     A database without ``alembic_version`` but with tables was made by the
@@ -112,12 +146,12 @@ def init_database(settings: Mapping[str, Any], *, drop: bool = False) -> InitRep
     untouched) and upgraded; otherwise :class:`InitRefused` names the first
     difference, and nothing has changed. ``drop`` first drops every table of
     the app and ``alembic_version`` (after the same check for tables that are
-    not the app's).
+    not the app's). All of it under :func:`one_at_a_time`.
     """
     created = create_database_if_missing(settings["DATABASE_URL"], settings["DB_CONNECT_TIMEOUT"])
     engine = migration_engine(settings)
     try:
-        with engine.connect() as conn:
+        with engine.connect() as conn, one_at_a_time(conn, on_wait):
             tables = set(inspect(conn).get_table_names())
             versioned = "alembic_version" in tables
             conn.commit()  # env.py must find no transaction open
@@ -128,7 +162,7 @@ def init_database(settings: Mapping[str, Any], *, drop: bool = False) -> InitRep
                 versioned, tables = False, set()
             adopted = False
             if not versioned and tables:
-                _refuse_drift(conn, settings)
+                _refuse_drift(conn)
                 command.stamp(alembic_config(conn), ADOPTION_REVISION)
                 adopted = True
             before = current_revision(conn)
@@ -149,7 +183,7 @@ def _refuse_another_apps(tables: set[str]) -> None:
         )
 
 
-def _refuse_drift(conn: Connection, settings: Mapping[str, Any]) -> None:
+def _refuse_drift(conn: Connection) -> None:
     """Compare an unversioned database with the adoption revision's schema."""
     actual = schema_diff.describe(conn, conn.scalar(text("SELECT current_schema()")))
     conn.rollback()

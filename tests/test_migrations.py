@@ -16,7 +16,7 @@ from alembic.script import ScriptDirectory
 from myapp import migrate
 from myapp.cli_db import TARGET_METADATA
 from myapp.models import Base
-from tests.support.commands import error_lines, flask
+from tests.support.commands import error_lines, flask, start_flask, wait_for_text
 from tests.support.database import (
     create_test_database,
     drop_test_database,
@@ -131,6 +131,22 @@ def test_history_lists_every_revision_newest_first(database_url):
     lines = result.stdout.splitlines()
     assert f"-> {HEAD} (head)," in lines[0]
     assert lines[-1].startswith("<base> -> 0001,")
+
+
+def test_two_migration_runs_take_turns(database_without_tables, tmp_path):
+    url = database_without_tables
+    log = tmp_path / "init-db.log"
+    engine = create_engine(url, poolclass=NullPool)
+    with engine.connect() as holder:  # another run holds the migration lock
+        holder.execute(text("SELECT pg_advisory_lock(:key)"), {"key": migrate.MIGRATION_LOCK_KEY})
+        holder.commit()
+        second = start_flask("init-db", database_url=url, stderr_path=log)
+        waiting = wait_for_text(log, "Waiting for another migration", second, timeout=60)
+        assert table_names(url) == set()  # it waited before looking or doing anything
+    engine.dispose()  # the lock goes with the connection
+    assert second.wait(timeout=120) == 0, log.read_text()
+    assert waiting, log.read_text()
+    assert _current(url) == f"{HEAD} (head)"
 
 
 # --- db check ----------------------------------------------------------------------

@@ -8,9 +8,7 @@ runs ``flask db upgrade`` as an operator would.
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import NullPool
 
-from tests.support.commands import FLASK, PROJECT_ROOT, flask, flask_env
+from tests.support.commands import flask, start_flask, wait_for_text
 
 HISTORY_INDEX = "audit_events_user_id_idx"
 HISTORY_INDEX_DEF = (
@@ -83,13 +81,9 @@ def test_a_build_stopped_by_lock_timeout_is_retried_once_the_long_transaction_en
         # for it, longer than the migration's lock_timeout allows.
         writer.execute(text("BEGIN"))
         writer.execute(text("INSERT INTO audit_events (user_id, action) VALUES (1, 'create')"))
-        with log.open("w") as stderr:
-            upgrade = subprocess.Popen(
-                [str(FLASK), "--app", "app", "db", "upgrade"], cwd=PROJECT_ROOT,
-                env=flask_env(url, {"MIGRATION_LOCK_TIMEOUT_MS": "300"}),
-                stdout=subprocess.DEVNULL, stderr=stderr,
-            )
-        retrying = _wait_for_text(log, "attempt 1 of 4", upgrade, timeout=60)
+        upgrade = start_flask("db", "upgrade", database_url=url, stderr_path=log,
+                              env={"MIGRATION_LOCK_TIMEOUT_MS": "300"})
+        retrying = wait_for_text(log, "attempt 1 of 4", upgrade, timeout=60)
         writer.execute(text("COMMIT"))
         assert upgrade.wait(timeout=120) == 0, log.read_text()
     finally:
@@ -100,11 +94,3 @@ def test_a_build_stopped_by_lock_timeout_is_retried_once_the_long_transaction_en
     assert "canceling statement due to lock timeout; retrying in 1 s" in output
     assert tuple(_history_index(engine)) == (HISTORY_INDEX_DEF, True)
 
-
-def _wait_for_text(path: Path, wanted: str, process: subprocess.Popen, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None:
-        if wanted in path.read_text():
-            return True
-        time.sleep(0.05)  # polling the log for a line, with a deadline
-    return wanted in path.read_text()
