@@ -6,6 +6,8 @@ changed" is always checked on the whole schema dump (pg_dump) and every row.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sqlalchemy import Column, MetaData, Text, create_engine, text
 from sqlalchemy.engine import make_url
@@ -283,3 +285,17 @@ def test_init_db_drop_yes_drops_alembic_version_too(database_without_tables, hea
     engine = create_engine(url, poolclass=NullPool)
     assert table_snapshot(engine)["users"] == []
     engine.dispose()
+
+
+def test_revision_writes_the_next_numbered_file(database_url):
+    number = f"{int(HEAD) + 1:04d}"
+    written = Path(SCRIPTS.dir) / "versions" / f"{number}_add_notes.py"
+    try:
+        result = flask("db", "revision", "-m", "add notes", "--autogenerate", database_url=database_url)
+        assert result.returncode == 0, result.stderr
+        script = written.read_text()
+    finally:
+        written.unlink(missing_ok=True)  # leave the checkout as it was
+    assert f"revision: str = '{number}'" in script
+    assert f"down_revision: str | Sequence[str] | None = '{HEAD}'" in script
+    assert "    pass\n" in script  # the models and head agree: nothing to do
