@@ -1,9 +1,10 @@
 """Alembic's environment: how `flask db ...` and `init-db` run migrations.
 
-myapp/migrate.py builds the Alembic config in code and hands over the
-connection it opened (NullPool, the migration's short ``lock_timeout``);
-run as plain ``alembic`` this file builds one from the app's own validated
-settings instead.
+myapp/migrate.py builds the Alembic config in code (there is no
+alembic.ini) and hands over the connection it opened: NullPool, the
+migration's short ``lock_timeout``, the migration lock held. Given none (a
+script driving Alembic's API with only this directory), this file opens one
+the same way, from the app's own validated settings.
 """
 
 from __future__ import annotations

@@ -47,8 +47,8 @@ def _fail(message: str) -> None:
 
 @contextmanager
 def _one_line_errors() -> Iterator[None]:
-    """Any failure of a schema command: one line on stderr (the full error
-    in the log with ``flask --debug``), exit status 1."""
+    """Any failure of a schema command: one line on stderr, exit status 1
+    (``flask --debug`` also logs a database error's details)."""
     _show_alembic_progress()
     try:
         yield
