@@ -1,6 +1,6 @@
 """Alembic's environment: how `flask db ...` and `init-db` run migrations.
 
-myapp/migrate.py builds the Alembic config in code (there is no
+myapp/migrating/ builds the Alembic config in code (there is no
 alembic.ini) and hands over the connection it opened: NullPool, the
 migration's short ``lock_timeout``, the migration lock held. Given none (a
 script driving Alembic's API with only this directory), this file opens one
@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from myapp import autogen_exact, migrate
+from myapp.migrating import autogen_exact
+from myapp.migrating.config import app_settings, migration_engine, target_metadata
 
 config = context.config
 
@@ -21,7 +22,7 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = migrate.migration_engine(migrate.app_settings())
+    engine = migration_engine(app_settings())
     try:
         with engine.connect() as connection:
             _run(connection)
@@ -32,7 +33,7 @@ def run_migrations_online() -> None:
 def _run(connection) -> None:
     context.configure(
         connection=connection,
-        target_metadata=config.attributes.get("target_metadata") or migrate.target_metadata(),
+        target_metadata=config.attributes.get("target_metadata") or target_metadata(),
         # Each revision commits on its own: a failure in revision N leaves
         # 1..N-1 applied and recorded, and an autocommit_block (CREATE INDEX
         # CONCURRENTLY) commits only its own revision's work before it.
@@ -40,7 +41,7 @@ def _run(connection) -> None:
         compare_type=True,
         compare_server_default=True,
         # Alembic misreads expression and GIN indexes and skips CHECK
-        # constraints: myapp.autogen_exact compares those, exactly.
+        # constraints: myapp.migrating.autogen_exact compares those, exactly.
         include_object=autogen_exact.include_object,
     )
     with context.begin_transaction():

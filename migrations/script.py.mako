@@ -6,7 +6,7 @@ Create Date: ${create_date}
 
 Before committing, read docs/migrations.md ("Reviewing a migration"): each
 statement below runs under a short lock_timeout; on a large live table,
-build indexes with myapp.online_ddl.create_index_concurrently, and split a
+build indexes with myapp.migrating.online_ddl.create_index_concurrently, and split a
 change that old code cannot live with into expand / deploy / contract.
 """
 from collections.abc import Sequence

@@ -15,21 +15,26 @@ from sqlalchemy.pool import NullPool
 
 from alembic.script import ScriptDirectory
 
-from myapp import migrate
+from harness.flask_cli import run_flask
 from myapp.cli_db import TARGET_METADATA
+from myapp.migrating import ADOPTION_REVISION
+from myapp.migrating.config import alembic_config
+from myapp.migrating.lock import MIGRATION_LOCK_KEY
 from myapp.models import Base
-from tests.support.commands import error_lines, flask, start_flask, wait_for_text
+from tests.support.commands import assert_only_error_line, start_flask_logging, wait_for_output
 from tests.support.database import (
+    Tables,
+    assert_nothing_written,
+    assert_schema_unchanged,
     create_test_database,
     drop_test_database,
     schema_dump,
     table_names,
-    table_snapshot,
     upgrade_to_head,
 )
 from tests.support.premigration import create_premigration_schema
 
-SCRIPTS = ScriptDirectory.from_config(migrate.alembic_config())
+SCRIPTS = ScriptDirectory.from_config(alembic_config())
 HEAD = SCRIPTS.get_current_head()
 
 
@@ -42,17 +47,9 @@ def _run_sql(url, *statements):
 
 
 def _current(url) -> str:
-    result = flask("db", "current", database_url=url)
+    result = run_flask("db", "current", database_url=url)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
-
-
-def assert_one_error_line(result, *phrases):
-    [line] = error_lines(result)
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    for phrase in phrases:
-        assert phrase in line, line
-    assert "Traceback" not in result.stderr + result.stdout
 
 
 @pytest.fixture
@@ -86,7 +83,7 @@ def premigration_database():
 def test_init_db_creates_a_database_at_head_and_a_second_run_changes_nothing(database_url, head_dump):
     url = make_url(database_url).set(database=make_url(database_url).database + "_fresh")
     try:
-        first = flask("init-db", database_url=url)
+        first = run_flask("init-db", database_url=url)
         assert first.returncode == 0, first.stderr
         assert "Created database" in first.stdout
         assert f"Upgraded the schema from empty to {HEAD}." in first.stdout
@@ -95,7 +92,7 @@ def test_init_db_creates_a_database_at_head_and_a_second_run_changes_nothing(dat
         dump = schema_dump(url)
         assert dump == head_dump
 
-        second = flask("init-db", database_url=url)
+        second = run_flask("init-db", database_url=url)
         assert second.returncode == 0, second.stderr
         assert f"Schema is up to date (revision {HEAD})." in second.stdout
         assert "Running upgrade" not in second.stderr
@@ -106,29 +103,29 @@ def test_init_db_creates_a_database_at_head_and_a_second_run_changes_nothing(dat
 
 def test_round_trip_head_base_head_gives_the_fresh_schema(database_without_tables, head_dump):
     url = database_without_tables  # at head (head_dump)
-    down = flask("db", "downgrade", "base", database_url=url)
+    down = run_flask("db", "downgrade", "base", database_url=url)
     assert down.returncode == 0, down.stderr
     assert "Running downgrade 0001 -> " in down.stderr
     assert table_names(url) == {"alembic_version"}  # no table of the app left
     assert _current(url) == ""
 
-    up = flask("db", "upgrade", database_url=url)
+    up = run_flask("db", "upgrade", database_url=url)
     assert up.returncode == 0, up.stderr
     assert schema_dump(url) == head_dump
 
 
 def test_downgrade_one_step_then_to_0001_and_upgrade_again(database_without_tables, head_dump):
     url = database_without_tables
-    assert flask("db", "downgrade", "-1", database_url=url).returncode == 0
+    assert run_flask("db", "downgrade", "-1", database_url=url).returncode == 0
     assert _current(url) == SCRIPTS.get_revision(HEAD).down_revision
-    assert flask("db", "downgrade", "0001", database_url=url).returncode == 0
+    assert run_flask("db", "downgrade", "0001", database_url=url).returncode == 0
     assert "audit_events_user_id_idx" not in schema_dump(url)
-    assert flask("db", "upgrade", HEAD, database_url=url).returncode == 0
+    assert run_flask("db", "upgrade", HEAD, database_url=url).returncode == 0
     assert schema_dump(url) == head_dump
 
 
 def test_history_lists_every_revision_newest_first(database_url):
-    result = flask("db", "history", database_url=database_url)
+    result = run_flask("db", "history", database_url=database_url)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert f"-> {HEAD} (head)," in lines[0]
@@ -140,10 +137,10 @@ def test_two_migration_runs_take_turns(database_without_tables, tmp_path):
     log = tmp_path / "init-db.log"
     engine = create_engine(url, poolclass=NullPool)
     with engine.connect() as holder:  # another run holds the migration lock
-        holder.execute(text("SELECT pg_advisory_lock(:key)"), {"key": migrate.MIGRATION_LOCK_KEY})
+        holder.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         holder.commit()
-        second = start_flask("init-db", database_url=url, stderr_path=log)
-        waiting = wait_for_text(log, "Waiting for another migration", second, timeout=60)
+        second = start_flask_logging("init-db", database_url=url, log=log)
+        waiting = wait_for_output(log, "Waiting for another migration", second, timeout=60)
         assert table_names(url) == set()  # it waited before looking or doing anything
     engine.dispose()  # the lock goes with the connection
     assert second.wait(timeout=120) == 0, log.read_text()
@@ -155,7 +152,7 @@ def test_two_migration_runs_take_turns(database_without_tables, tmp_path):
 
 
 def test_db_check_finds_the_models_and_the_migrations_in_agreement(database_url):
-    result = flask("db", "check", database_url=database_url)
+    result = run_flask("db", "check", database_url=database_url)
     assert result.returncode == 0, result.stderr
     assert "agree" in result.stdout
 
@@ -185,7 +182,7 @@ def test_db_check_sees_an_expression_index_and_a_check_constraint_of_another_def
         "ALTER TABLE users DROP CONSTRAINT users_name_length",
         "ALTER TABLE users ADD CONSTRAINT users_name_length CHECK (char_length(name) <= 99)",
     )
-    result = flask("db", "check", database_url=url)
+    result = run_flask("db", "check", database_url=url)
     assert result.returncode == 1
     assert "remove_index users_email_lower_key on users" in result.stderr
     assert "add_index users_email_lower_key on users" in result.stderr
@@ -199,16 +196,15 @@ def test_db_check_sees_an_expression_index_and_a_check_constraint_of_another_def
 def test_a_premigration_database_is_adopted_with_every_row(premigration_database, head_dump):
     url = premigration_database
     engine = create_engine(url, poolclass=NullPool)
-    rows = table_snapshot(engine)
-    assert len(rows["users"]) == 2 and len(rows["audit_events"]) == 2
+    assert Tables(engine).counts() == (2, 2)
 
-    result = flask("init-db", database_url=url)
-    assert result.returncode == 0, result.stderr
-    assert f"stamped at {migrate.ADOPTION_REVISION}" in result.stdout
-    assert _current(url) == f"{HEAD} (head)"
-    assert table_snapshot(engine) == rows
-    assert schema_dump(url) == head_dump  # as if it had been made by the migrations
+    with assert_nothing_written(Tables(engine)):  # every row kept as it was
+        result = run_flask("init-db", database_url=url)
     engine.dispose()
+    assert result.returncode == 0, result.stderr
+    assert f"stamped at {ADOPTION_REVISION}" in result.stdout
+    assert _current(url) == f"{HEAD} (head)"
+    assert schema_dump(url) == head_dump  # as if it had been made by the migrations
 
 
 @pytest.mark.parametrize("drift, named", [
@@ -229,14 +225,11 @@ def test_a_drifted_premigration_database_is_refused_and_left_as_it_was(
     url = premigration_database
     _run_sql(url, *drift)
     engine = create_engine(url, poolclass=NullPool)
-    rows, dump = table_snapshot(engine), schema_dump(url)
-
-    result = flask("init-db", database_url=url)
-    assert result.returncode == 1
-    assert_one_error_line(result, "init-db refused", "cannot be adopted", named, "nothing was changed")
-    assert schema_dump(url) == dump
-    assert table_snapshot(engine) == rows
+    with assert_schema_unchanged(url), assert_nothing_written(Tables(engine)):
+        result = run_flask("init-db", database_url=url)
     engine.dispose()
+    assert result.returncode == 1
+    assert_only_error_line(result, "init-db refused", "cannot be adopted", named, "nothing was changed")
 
 
 # --- bad input: one line, the right status, nothing changed ---------------------------
@@ -245,30 +238,27 @@ def test_a_drifted_premigration_database_is_refused_and_left_as_it_was(
 def test_init_db_refuses_a_database_another_app_owns(database_without_tables):
     url = database_without_tables
     _run_sql(url, "CREATE TABLE invoices (id int PRIMARY KEY)", "INSERT INTO invoices VALUES (1)")
-    dump = schema_dump(url)
-
-    result = flask("init-db", database_url=url)
+    with assert_schema_unchanged(url):
+        result = run_flask("init-db", database_url=url)
     assert result.returncode == 1
-    assert_one_error_line(result, "tables of another application (invoices)", "nothing was changed")
-    assert schema_dump(url) == dump
+    assert_only_error_line(result, "tables of another application (invoices)", "nothing was changed")
     assert table_names(url) == {"invoices"}
 
 
 def test_downgrade_to_an_unknown_revision_is_one_line(database_url):
-    dump = schema_dump(database_url)
-    result = flask("db", "downgrade", "nosuchrev", database_url=database_url)
+    with assert_schema_unchanged(database_url):
+        result = run_flask("db", "downgrade", "nosuchrev", database_url=database_url)
     assert result.returncode == 1
-    assert_one_error_line(result, "Can't locate revision identified by 'nosuchrev'")
-    assert schema_dump(database_url) == dump
+    assert_only_error_line(result, "Can't locate revision identified by 'nosuchrev'")
 
 
 @pytest.mark.parametrize("args", [
     ("db", "upgrade"), ("db", "downgrade", "base"), ("db", "current"), ("db", "check"),
 ])  # init-db: tests/test_cli.py
 def test_an_unreachable_database_is_one_line(args):
-    result = flask(*args, database_url="postgresql+psycopg2://nobody@127.0.0.1:1/nowhere")
+    result = run_flask(*args, database_url="postgresql+psycopg2://nobody@127.0.0.1:1/nowhere")
     assert result.returncode == 1
-    assert_one_error_line(result, "cannot reach the database", "127.0.0.1:1")
+    assert_only_error_line(result, "cannot reach the database", "127.0.0.1:1")
 
 
 def test_init_db_drop_yes_drops_alembic_version_too(database_without_tables, head_dump):
@@ -276,14 +266,14 @@ def test_init_db_drop_yes_drops_alembic_version_too(database_without_tables, hea
     upgrade_to_head(url)
     _run_sql(url, "INSERT INTO users (name, email) VALUES ('Ada', 'ada@example.com')",
              "UPDATE alembic_version SET version_num = '0001'")  # as if 0002 were not applied
-    result = flask("init-db", "--drop", "--yes", database_url=url)
+    result = run_flask("init-db", "--drop", "--yes", database_url=url)
     assert result.returncode == 0, result.stderr
     assert "Dropped every table of the app." in result.stdout
     # alembic_version went too: every migration ran again, from empty.
     assert f"Upgraded the schema from empty to {HEAD}." in result.stdout
     assert schema_dump(url) == head_dump
     engine = create_engine(url, poolclass=NullPool)
-    assert table_snapshot(engine)["users"] == []
+    assert Tables(engine).counts() == (0, 0)
     engine.dispose()
 
 
@@ -291,7 +281,7 @@ def test_revision_writes_the_next_numbered_file(database_url):
     number = f"{int(HEAD) + 1:04d}"
     written = Path(SCRIPTS.dir) / "versions" / f"{number}_add_notes.py"
     try:
-        result = flask("db", "revision", "-m", "add notes", "--autogenerate", database_url=database_url)
+        result = run_flask("db", "revision", "-m", "add notes", "--autogenerate", database_url=database_url)
         assert result.returncode == 0, result.stderr
         script = written.read_text()
     finally:

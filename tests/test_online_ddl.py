@@ -1,4 +1,4 @@
-"""``create_index_concurrently`` (myapp/online_ddl.py), through revision 0002.
+"""``create_index_concurrently`` (myapp/migrating/online_ddl.py), through revision 0002.
 
 Each test takes a database of its own to revision 0001, sets up what a real
 deployment can meet — an INVALID index from a failed build, a long
@@ -8,15 +8,13 @@ runs ``flask db upgrade`` as an operator would.
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import NullPool
 
-from tests.support.commands import flask, start_flask, wait_for_text
+from harness.flask_cli import run_flask
+from tests.support.commands import start_flask_logging, wait_for_output
 
 HISTORY_INDEX = "audit_events_user_id_idx"
 HISTORY_INDEX_DEF = (
@@ -26,7 +24,7 @@ HISTORY_INDEX_DEF = (
 
 @pytest.fixture
 def at_0001(database_without_tables):
-    result = flask("db", "upgrade", "0001", database_url=database_without_tables)
+    result = run_flask("db", "upgrade", "0001", database_url=database_without_tables)
     assert result.returncode == 0, result.stderr
     engine = create_engine(database_without_tables, poolclass=NullPool,
                            isolation_level="AUTOCOMMIT")
@@ -53,7 +51,7 @@ def test_an_invalid_index_left_by_a_failed_build_is_dropped_and_built_again(at_0
             conn.execute(text(f"CREATE UNIQUE INDEX CONCURRENTLY {HISTORY_INDEX} ON audit_events (action)"))
     assert _history_index(engine).indisvalid is False
 
-    result = flask("db", "upgrade", database_url=url)
+    result = run_flask("db", "upgrade", database_url=url)
     assert result.returncode == 0, result.stderr
     assert f"Dropping {HISTORY_INDEX}, left INVALID by a failed build" in result.stderr
     assert tuple(_history_index(engine)) == (HISTORY_INDEX_DEF, True)
@@ -65,31 +63,32 @@ def test_a_valid_index_an_interrupted_run_built_is_kept(at_0001):
         conn.execute(text(f"CREATE INDEX {HISTORY_INDEX} ON audit_events (user_id, id DESC)"))
         oid = conn.scalar(text("SELECT to_regclass(:name)::oid"), {"name": HISTORY_INDEX})
 
-    result = flask("db", "upgrade", database_url=url)
+    result = run_flask("db", "upgrade", database_url=url)
     assert result.returncode == 0, result.stderr
     assert f"Index {HISTORY_INDEX} is already built; keeping it" in result.stderr
     with engine.connect() as conn:
         assert conn.scalar(text("SELECT to_regclass(:name)::oid"), {"name": HISTORY_INDEX}) == oid
 
 
-def test_a_build_stopped_by_lock_timeout_is_retried_once_the_long_transaction_ends(at_0001):
+def test_a_build_stopped_by_lock_timeout_is_retried_once_the_long_transaction_ends(
+    at_0001, tmp_path
+):
     url, engine = at_0001
-    log = Path(tempfile.mkstemp(prefix="db-upgrade-", suffix=".log")[1])
+    log = tmp_path / "db-upgrade.log"
     writer = engine.connect()
     try:
         # A write transaction left open: CREATE INDEX CONCURRENTLY must wait
         # for it, longer than the migration's lock_timeout allows.
         writer.execute(text("BEGIN"))
         writer.execute(text("INSERT INTO audit_events (user_id, action) VALUES (1, 'create')"))
-        upgrade = start_flask("db", "upgrade", database_url=url, stderr_path=log,
-                              env={"MIGRATION_LOCK_TIMEOUT_MS": "300"})
-        retrying = wait_for_text(log, "attempt 1 of 4", upgrade, timeout=60)
+        upgrade = start_flask_logging("db", "upgrade", database_url=url, log=log,
+                                      env={"MIGRATION_LOCK_TIMEOUT_MS": "300"})
+        retrying = wait_for_output(log, "attempt 1 of 4", upgrade, timeout=60)
         writer.execute(text("COMMIT"))
         assert upgrade.wait(timeout=120) == 0, log.read_text()
     finally:
         writer.close()
     output = log.read_text()
-    log.unlink()
     assert retrying, output
     assert "canceling statement due to lock timeout; retrying in 1 s" in output
     assert tuple(_history_index(engine)) == (HISTORY_INDEX_DEF, True)

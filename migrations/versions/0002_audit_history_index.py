@@ -13,13 +13,13 @@ an index scan of the user's few rows, already in order (EXPLAIN ANALYZE at
 Built CONCURRENTLY: users keep being created, edited and deleted (each
 writing an audit row) while it builds. A database made by the pre-migration
 ``init-db`` already has this very index, so it is adopted at this revision
-(myapp/migrate.py), and the helper would keep an index of that name anyway.
+(myapp/migrating/adoption.py), and the helper would keep an index of that name anyway.
 """
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from myapp.online_ddl import create_index_concurrently, drop_index_concurrently
+from myapp.migrating.online_ddl import create_index_concurrently, drop_index_concurrently
 
 revision: str = "0002"
 down_revision: str | Sequence[str] | None = "0001"

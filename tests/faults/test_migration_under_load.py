@@ -13,14 +13,13 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.orm import Session
+from sqlalchemy import orm, text
 
+from harness.flask_cli import run_flask
 from myapp.seeding import seed_users
-from tests.faults import report
-from tests.faults.workload import Load, check_writes, wait_for
-from tests.support.commands import flask
+from tests.support import fault_report
 from tests.support.sampling import OWN_APPLICATION_NAME
+from tests.support.workload import Load, check_writes, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.server]
 
@@ -86,7 +85,7 @@ def _latencies(results) -> str:
 
 
 def test_create_index_concurrently_under_mixed_load(start_server, database_url, inspect_engine):
-    with Session(inspect_engine) as session:
+    with orm.Session(inspect_engine) as session:
         seed_users(session, SEEDED)
     # Back to before 0002 for this index alone: dropped, and the database
     # stamped 0001. (A downgrade would also undo any later revision, which
@@ -94,7 +93,7 @@ def test_create_index_concurrently_under_mixed_load(start_server, database_url, 
     with inspect_engine.connect() as conn:
         conn.execute(text("DROP INDEX audit_events_user_id_idx"))
         conn.commit()
-    stamp = flask("db", "stamp", "0001", database_url=database_url)
+    stamp = run_flask("db", "stamp", "0001", database_url=database_url)
     assert stamp.returncode == 0, stamp.stderr
 
     server = start_server(workers=WORKERS, threads=THREADS)
@@ -105,7 +104,7 @@ def test_create_index_concurrently_under_mixed_load(start_server, database_url, 
         assert wait_for(lambda: len(load.results) >= AROUND, timeout=120)
         sampler.start()
         started = time.monotonic()
-        up = flask("db", "upgrade", "0002", database_url=database_url, timeout=300)
+        up = run_flask("db", "upgrade", "0002", database_url=database_url, timeout=300)
         ended = time.monotonic()
         done_at_end = len(load.results)
         assert wait_for(lambda: len(load.results) >= done_at_end + AROUND, timeout=120)
@@ -115,7 +114,7 @@ def test_create_index_concurrently_under_mixed_load(start_server, database_url, 
 
     assert up.returncode == 0, up.stderr
     assert "Running upgrade 0001 -> 0002" in up.stderr
-    restamp = flask("db", "stamp", "head", database_url=database_url)
+    restamp = run_flask("db", "stamp", "head", database_url=database_url)
     assert restamp.returncode == 0, restamp.stderr
     with inspect_engine.connect() as conn:
         assert conn.scalar(text(
@@ -126,7 +125,7 @@ def test_create_index_concurrently_under_mixed_load(start_server, database_url, 
     before = [r for r in load.results if r.started + r.elapsed <= started]
     statuses = load.statuses()
     writes = check_writes(inspect_engine, load)
-    report.record(
+    fault_report.record(
         "8 migration under load",
         migration="0001 -> 0002, CREATE INDEX CONCURRENTLY on audit_events",
         audit_rows_before=SEEDED,

@@ -1,26 +1,34 @@
-"""Checks on what a ``flask`` command printed (run it with harness.flask_cli)."""
+"""``flask`` commands a test runs (through harness.flask_cli) and checks on
+what they printed."""
 
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
-from harness import flask_cli
-from harness.flask_cli import run_flask as flask  # noqa: F401  (replaced below in this series)
+from harness.flask_cli import start_flask
+from tests.support.workload import wait_for
 
 
-def start_flask(*args, database_url, stderr_path: Path, env=None) -> subprocess.Popen:
-    with stderr_path.open("w") as stderr:
-        return flask_cli.start_flask(*args, database_url=database_url, env=env,
-                                     stdout=subprocess.DEVNULL, stderr=stderr)
+def start_flask_logging(*args: str, database_url, log: Path,
+                        env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start ``flask ARGS`` in the background, its stderr written to ``log``."""
+    with log.open("w") as stderr:
+        return start_flask(*args, database_url=database_url, env=env,
+                           stdout=subprocess.DEVNULL, stderr=stderr)
 
 
-def error_lines(result) -> list[str]:
+def wait_for_output(log: Path, wanted: str, process: subprocess.Popen, timeout: float) -> bool:
+    """Whether ``wanted`` appears in ``log`` before ``process`` ends or time runs out."""
+    wait_for(lambda: wanted in log.read_text() or process.poll() is not None, timeout)
+    return wanted in log.read_text()
+
+
+def error_lines(result: subprocess.CompletedProcess) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.startswith("Error:")]
 
 
-def assert_one_error_line(result, *phrases: str) -> None:
+def assert_one_error_line(result: subprocess.CompletedProcess, *phrases: str) -> None:
     """A database error of any kind is one ``Error:`` line naming it, not a traceback."""
     errors = error_lines(result)
     assert len(errors) == 1, result.stderr
@@ -29,11 +37,7 @@ def assert_one_error_line(result, *phrases: str) -> None:
     assert "Traceback" not in result.stderr + result.stdout
 
 
-def wait_for_text(path: Path, wanted: str, process: subprocess.Popen, timeout: float) -> bool:
-    """Whether ``wanted`` appears in the file ``path`` before ``process`` ends or time runs out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None:
-        if wanted in path.read_text():
-            return True
-        time.sleep(0.05)  # polling the log for a line, with a deadline
-    return wanted in path.read_text()
+def assert_only_error_line(result: subprocess.CompletedProcess, *phrases: str) -> None:
+    """As :func:`assert_one_error_line`, and that line is all of stderr."""
+    assert_one_error_line(result, *phrases)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

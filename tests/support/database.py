@@ -14,7 +14,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
-from myapp import migrate
+from myapp.migrating.config import alembic_config
 
 ADMIN_URL_VARIABLE = "TEST_DATABASE_ADMIN_URL"
 DEFAULT_ADMIN_URL = "postgresql+psycopg2:///postgres"
@@ -71,7 +71,7 @@ def upgrade_to_head(url: URL | str) -> None:
     engine = create_engine(url, poolclass=NullPool)
     try:
         with engine.connect() as conn:
-            command.upgrade(migrate.alembic_config(conn), "head")
+            command.upgrade(alembic_config(conn), "head")
     finally:
         engine.dispose()
 
@@ -150,6 +150,14 @@ def schema_dump(url: URL | str) -> str:
     ).stdout
     return "".join(line for line in dump.splitlines(keepends=True)
                    if not line.startswith(("\\restrict ", "\\unrestrict ")))
+
+
+@contextmanager
+def assert_schema_unchanged(url: URL | str) -> Iterator[None]:
+    """Fails unless the whole schema dump is the same after the block."""
+    before = schema_dump(url)
+    yield
+    assert schema_dump(url) == before, "the schema changed"
 
 
 def table_names(url: URL | str) -> set[str]:

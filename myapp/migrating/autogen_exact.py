@@ -9,7 +9,7 @@ class); CHECK constraints it does not compare at all. So migrations/env.py
 switches its index comparison off (``include_object``) and registers
 :func:`compare_exactly` instead, which asks PostgreSQL itself: the models'
 tables are created for real in a scratch schema inside a rolled-back
-savepoint (:func:`myapp.schema_diff.rehearse`), and both sides are read back
+savepoint (:func:`myapp.migrating.schema_diff.rehearse`), and both sides are read back
 from the catalogs as PostgreSQL prints them. Columns and tables stay
 Alembic's: it compares those well.
 """
@@ -22,7 +22,7 @@ from alembic.autogenerate import comparators
 from alembic.operations import ops
 from sqlalchemy import CheckConstraint, Index, MetaData, Table, text
 
-from myapp import schema_diff
+from myapp.migrating import schema_diff
 
 _INDEX_DEF = re.compile(
     r"CREATE (?P<unique>UNIQUE )?INDEX \S+ ON \S+ USING (?P<using>\w+) \((?P<elements>.*)\)$"
