@@ -6,7 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DATABASE_URL ?= postgresql+psycopg2:///myapp
 
-.PHONY: serve test test-quick install install-dev bench screenshots clean
+.PHONY: serve test test-quick install install-dev bench screenshots clean \
+	cluster cluster-status cluster-down cluster-clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +48,22 @@ screenshots: install-dev
 ## The benchmark (10-15 minutes; not part of `make test`): see docs/performance.md
 bench:
 	./bench/run
+
+## Scale-out on one machine (README "Scale-out"): nginx :8080/:8443 -> CLUSTER_INSTANCES
+## gunicorn instances -> PgBouncer :6432 -> private primary :5433 + replica :5434, under .cluster/
+cluster: install
+	$(BIN)/python -m cluster up
+
+cluster-status: install
+	$(BIN)/python -m cluster status
+
+## Stops everything `make cluster` started; keeps the data in .cluster/
+cluster-down: install
+	$(BIN)/python -m cluster down
+
+## Stops everything and deletes .cluster/
+cluster-clean: install
+	$(BIN)/python -m cluster clean
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

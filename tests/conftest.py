@@ -30,7 +30,7 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
-from myapp import create_app, db
+from myapp import PROJECT_ROOT, config, create_app, db
 from tests.support import database, factories
 
 
@@ -42,6 +42,9 @@ def database_url():
         pytest.exit(str(err), returncode=3)
     engine = create_engine(url, poolclass=NullPool)
     db.create_schema(engine)
+    # What init-db does: the app's limits as the role's defaults there.
+    db.apply_role_settings(engine, config.from_environment(PROJECT_ROOT / "instance",
+                                                           {"SECRET_KEY": "unused"}))
     engine.dispose()
     yield url
     db.Session.remove()

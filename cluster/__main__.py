@@ -1,0 +1,137 @@
+"""``python -m cluster up|status|down|clean|restart-apps`` (the Makefile's cluster targets)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+
+from cluster import packages
+from cluster.postgres import PostgresServer, wait_for_streaming
+from cluster.processes import ClusterError, give_to, reachable_by, wait_for
+from cluster.services import VENV_BIN, AppInstance, Nginx, PgBouncer, stray_instances
+from cluster.settings import PROJECT_ROOT, Settings
+
+
+def components(settings: Settings) -> list:
+    """Every server of the cluster, in start order (stopped in reverse).
+
+    Each has ``name``, ``address``, ``start()``, ``stop()``, ``is_up()`` and
+    ``detail()``. A new part of the shape (the metrics scraper, say) is one
+    more entry here.
+    """
+    return [
+        PostgresServer(settings, "primary", settings.primary_port),
+        PostgresServer(settings, "replica", settings.replica_port),
+        PgBouncer(settings),
+        *(AppInstance(settings, index) for index in range(1, settings.instances + 1)),
+        Nginx(settings),
+    ]
+
+
+def init_db(settings: Settings) -> None:
+    """``flask init-db`` straight against the primary, never through PgBouncer."""
+    result = subprocess.run(
+        [str(VENV_BIN / "flask"), "--app", "app", "init-db"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "DATABASE_URL": settings.primary_url},
+        capture_output=True, text=True, check=False,
+    )
+    if result.returncode != 0:
+        raise ClusterError(f"init-db on the primary failed: {(result.stdout + result.stderr).strip()}")
+
+
+def prepare_directories(settings: Settings) -> None:
+    user = settings.service_user
+    settings.root.mkdir(parents=True, exist_ok=True)
+    settings.root.chmod(0o711)
+    reachable_by(user, settings.root)
+    give_to(user, settings.run_dir, settings.log_dir, mode=0o755)
+    settings.conf_dir.mkdir(exist_ok=True)
+
+
+def up(settings: Settings) -> int:
+    packages.install_missing()
+    prepare_directories(settings)
+    for stray in stray_instances(settings):
+        stray.stop()
+        print(f"{stray.name:<10} {stray.address:<22} stopped (beyond CLUSTER_INSTANCES)")
+    for component in components(settings):
+        component.start()
+        if component.name == "primary":
+            init_db(settings)
+        elif component.name == "replica":
+            wait_for_streaming(component)
+    wait_for(lambda: _answers_200(f"{settings.http_url}/healthz"), 30,
+             f"{settings.http_url}/healthz to answer 200")
+    status(settings)
+    print(f"myapp is served on {settings.http_url} and {settings.https_url} (self-signed)")
+    return 0
+
+
+def _answers_200(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
+def status(settings: Settings) -> int:
+    all_up = True
+    for component in components(settings):
+        up_now = component.is_up()
+        all_up &= up_now
+        state = "up" if up_now else "down"
+        print(f"{component.name:<10} {component.address:<22} {state} {component.detail()}".rstrip())
+    return 0 if all_up else 1
+
+
+def down(settings: Settings) -> int:
+    if not settings.root.exists():
+        print("cluster: nothing to stop")
+        return 0
+    for component in [*reversed(components(settings)), *stray_instances(settings)]:
+        if component.stop():
+            print(f"{component.name:<10} {component.address:<22} stopped")
+    return 0
+
+
+def clean(settings: Settings) -> int:
+    down(settings)
+    if settings.root.exists():
+        shutil.rmtree(settings.root)
+        print(f"cluster: deleted {settings.root}")
+    return 0
+
+
+def restart_apps(settings: Settings) -> int:
+    """A rolling restart: one instance at a time, the others keep serving."""
+    for index in range(1, settings.instances + 1):
+        instance = AppInstance(settings, index)
+        instance.stop()
+        instance.start()
+        print(f"{instance.name:<10} {instance.address:<22} restarted")
+    return 0
+
+
+COMMANDS = {"up": up, "status": status, "down": down, "clean": clean, "restart-apps": restart_apps}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cluster", description=__doc__)
+    parser.add_argument("command", choices=COMMANDS)
+    args = parser.parse_args(argv)
+    settings = Settings.from_environment()
+    try:
+        return COMMANDS[args.command](settings)
+    except ClusterError as err:
+        print(f"cluster: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
