@@ -85,8 +85,8 @@ def status(settings: Settings) -> int:
     for component in components(settings):
         up_now = component.is_up()
         all_up &= up_now
-        state = "up" if up_now else "down"
-        print(f"{component.name:<10} {component.address:<22} {state} {component.detail()}".rstrip())
+        state = f"up {component.detail()}" if up_now else "down"
+        print(f"{component.name:<10} {component.address:<22} {state}".rstrip())
     return 0 if all_up else 1
 
 
