@@ -109,12 +109,25 @@ def clean(settings: Settings) -> int:
 
 
 def restart_apps(settings: Settings) -> int:
-    """A rolling restart: one instance at a time, the others keep serving."""
-    for index in range(1, settings.instances + 1):
-        instance = AppInstance(settings, index)
-        instance.stop()
-        instance.start()
-        print(f"{instance.name:<10} {instance.address:<22} restarted")
+    """A rolling restart: one instance at a time, the others keep serving.
+
+    Each instance is first drained (nginx reloaded with it marked ``down``,
+    its old workers finished), so no request is on its way to it when it
+    stops; stopping (SIGTERM) lets its own requests in flight finish. Merely
+    stopping it would let nginx send it requests on kept-alive connections
+    it is closing: a POST lost that way is never retried (502).
+    """
+    nginx = Nginx(settings)
+    try:
+        for index in range(1, settings.instances + 1):
+            instance = AppInstance(settings, index)
+            nginx.drain(index)
+            instance.stop()
+            instance.start()
+            nginx.drain()
+            print(f"{instance.name:<10} {instance.address:<22} restarted")
+    finally:
+        nginx.drain()  # never leave an instance out, whatever happened
     return 0
 
 

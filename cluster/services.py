@@ -182,6 +182,14 @@ class AppInstance:
         return stop_pid(self.pid(), signal.SIGTERM, timeout=45)
 
 
+def _children(pid: int | None) -> list[int]:
+    if pid is None:
+        return []
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
+                         text=True, check=False).stdout
+    return [int(child) for child in out.split()]
+
+
 def stray_instances(settings: Settings) -> list[AppInstance]:
     """Instances beyond CLUSTER_INSTANCES that still have a pid file (it was lowered)."""
     found = []
@@ -215,11 +223,17 @@ class Nginx:
     def detail(self) -> str:
         return ""
 
-    def render(self) -> bool:
-        """Write the configuration; True when it differs from what was there."""
+    def render(self, drained: frozenset[int] = frozenset()) -> bool:
+        """Write the configuration; True when it differs from what was there.
+
+        Instances in ``drained`` are marked ``down``: nginx sends them nothing
+        new (a rolling restart takes one out before stopping it).
+        """
         s = self.settings
-        servers = "\n".join(f"    server {HOST}:{s.app_port(i)} max_fails=1 fail_timeout=2s;"
-                            for i in range(1, s.instances + 1))
+        servers = "\n".join(
+            f"    server {HOST}:{s.app_port(i)} max_fails=1 fail_timeout=2s"
+            f"{' down' if i in drained else ''};"
+            for i in range(1, s.instances + 1))
         values = {
             "APP_UPSTREAM_SERVERS": servers,
             "NGINX_LISTEN": HOST,
@@ -273,9 +287,8 @@ class Nginx:
         self.make_certificate()
         changed = self.render()
         if self.is_up():
-            if changed:  # CLUSTER_INSTANCES changed: reload, gracefully
-                run_as(self.settings.service_user, self.command("-t", "-q"))
-                os.kill(read_pid(self.pid_file), signal.SIGHUP)
+            if changed:  # CLUSTER_INSTANCES changed, or a drain was left over
+                self._reload()
             return
         stop_pid(read_pid(self.pid_file), signal.SIGQUIT, timeout=10)
         give_to(self.settings.service_user, self.temp_dir)
@@ -283,6 +296,25 @@ class Nginx:
         run_as(self.settings.service_user, self.command(),
                log=self.settings.log_dir / "nginx-start.log")
         wait_for(self.is_up, 20, f"nginx on {self.address}")
+
+    def drain(self, *instances: int) -> None:
+        """Route nothing new to ``instances`` (none: to every instance again).
+
+        Returns once nginx's old workers — the only ones that may still
+        send a request to a drained instance — have finished and exited.
+        """
+        if self.is_up() and self.render(frozenset(instances)):
+            self._reload()
+
+    def _reload(self) -> None:
+        """SIGHUP: new workers with the new configuration, the old ones finish
+        their requests and exit; wait until they have."""
+        run_as(self.settings.service_user, self.command("-t", "-q"))
+        master = read_pid(self.pid_file)
+        old_workers = _children(master)
+        os.kill(master, signal.SIGHUP)
+        wait_for(lambda: not any(alive(pid) for pid in old_workers), 60,
+                 "nginx's old workers to finish after a reload")
 
     def stop(self) -> bool:
         # SIGQUIT: graceful; workers finish the requests they hold.

@@ -31,7 +31,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
 from myapp import PROJECT_ROOT, config, create_app, db
-from tests.support import database, factories
+from tests.support import database, factories, fault_report
 
 
 @pytest.fixture(scope="session")
@@ -157,3 +157,11 @@ def make_user(app):
     """``make_user(name=..., email=...)``: a user (and its audit row) made
     through the app's own service."""
     return functools.partial(factories.make_user, app)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The figures the fault and scale-out scenarios measured (tests/support/fault_report.py)."""
+    if fault_report.FIGURES:
+        terminalreporter.write_sep(
+            "=", "measured figures (see docs/reliability.md and docs/deployment.md)")
+        terminalreporter.write_line(fault_report.table())

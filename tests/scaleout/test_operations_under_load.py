@@ -1,0 +1,97 @@
+"""Graceful operations on the cluster under load: a rolling restart of the
+instances, and an instance killed outright (SIGKILL). In both, every write
+the app acknowledged is stored (acknowledged ⊆ stored), and nginx retries
+the idempotent requests the lost instance held — never a POST.
+
+The figures of a run are printed at the end (tests/faults/report.py) and
+quoted in docs/deployment.md.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from tests.faults import report
+from tests.faults.workload import Load, check_writes, wait_for
+from tests.support.database import truncate_tables
+
+pytestmark = [pytest.mark.cluster, pytest.mark.server, pytest.mark.faults]
+
+MIX = {"create": 40, "edit": 20, "list": 20, "detail": 20}
+WRITES = {"create", "edit"}
+OK = {200, 303, 404, 409}
+
+
+@pytest.fixture(autouse=True)
+def empty_tables(primary):
+    truncate_tables(primary)
+
+
+def results_after(load: Load, moment: float) -> int:
+    return sum(r.started >= moment for r in load.results)
+
+
+def test_rolling_restart_under_load_loses_nothing(cluster, primary):
+    before = cluster.pids()
+    load = Load(cluster.url, clients=8, mix=MIX).start()
+    try:
+        assert wait_for(lambda: len(load.results) >= 100, timeout=60)
+        restart = cluster.run("restart-apps")  # one instance at a time, SIGTERM then start
+        assert restart.returncode == 0, restart.stderr
+        restarted_at = time.monotonic()
+        assert wait_for(lambda: results_after(load, restarted_at) >= 100, timeout=60)
+    finally:
+        load.stop()
+
+    after = cluster.pids()
+    writes = check_writes(primary, load)
+    report.record(
+        "scale-out: rolling restart of 2 instances under load (through nginx)",
+        requests=len(load.results),
+        statuses=dict(sorted(load.statuses().items(), key=str)),
+        **writes.figures(),
+    )
+    for index in (1, 2):
+        assert after[f"run/app-{index}.pid"] != before[f"run/app-{index}.pid"]
+    assert writes.consistent, writes
+    # The other instance kept serving: no request failed, none was lost.
+    assert set(load.statuses()) <= OK, load.statuses()
+
+
+def test_sigkill_of_an_instance_costs_at_most_the_writes_it_held(cluster, primary):
+    load = Load(cluster.url, clients=8, mix=MIX).start()
+    try:
+        assert wait_for(lambda: len(load.results) >= 100, timeout=60)
+        victim = cluster.pids()["run/app-1.pid"]
+        killed_at = time.monotonic()
+        os.killpg(victim, signal.SIGKILL)  # the master and its workers (own session)
+        assert wait_for(lambda: results_after(load, killed_at) >= 150, timeout=60)
+        # `make cluster` again starts what is not running: the killed instance.
+        assert cluster.run("up").returncode == 0
+        back_at = time.monotonic()
+        assert wait_for(lambda: results_after(load, back_at) >= 100, timeout=60)
+    finally:
+        load.stop()
+
+    writes = check_writes(primary, load)
+    failed = [r for r in load.results if r.status not in OK]
+    report.record(
+        "scale-out: SIGKILL one of 2 instances under load (through nginx)",
+        requests=len(load.results),
+        statuses=dict(sorted(load.statuses().items(), key=str)),
+        failed_requests=f"{len(failed)} ({', '.join(sorted({r.kind for r in failed})) or 'none'})",
+        **writes.figures(),
+    )
+    assert writes.consistent, writes
+    # nginx passed every read the dead instance held on to the other one;
+    # only writes it had already sent there can fail (502), never be sent twice.
+    assert all(r.kind in WRITES and r.status == 502 for r in failed), [
+        (r.kind, r.status) for r in failed]
+    threads_of_an_instance = 2 * 4
+    assert len(failed) <= threads_of_an_instance
+    assert all(r.own_error_page for r in load.results)
+    assert cluster.run("status").returncode == 0
