@@ -128,7 +128,8 @@ def from_environment(instance_path: Path, overrides: Mapping[str, Any] | None = 
     threads = gunicorn_threads()
     settings = {
         "DATABASE_URL": database_url(),
-        "DB_POOL_SIZE": _int_from_env("DB_POOL_SIZE", threads),
+        # 0: no pool in the app (NullPool), for use behind PgBouncer.
+        "DB_POOL_SIZE": _int_from_env("DB_POOL_SIZE", threads, minimum=0),
         "DB_POOL_TIMEOUT": _int_from_env("DB_POOL_TIMEOUT", 5),
         # Server-side limits: a gthread worker has no request timeout of its
         # own, so PostgreSQL is what bounds a runaway query or a transaction

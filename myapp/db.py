@@ -57,18 +57,28 @@ def build_engine(config) -> Engine:
     thread a request never waits for another's connection; if one does (a
     misconfiguration), it waits ``DB_POOL_TIMEOUT`` seconds and gets a 503.
 
+    ``DB_POOL_SIZE=0``: no pool in the app (``NullPool``), each request
+    connects anew — only sensible with a pooler such as PgBouncer next to
+    it (measured in docs/deployment.md, "Pool arithmetic").
+
     No per-connection settings travel in the startup packet: PgBouncer in
     transaction mode refuses them. The server-side limits are the role's
     own settings in the database instead (:func:`apply_role_settings`).
     """
+    if config["DB_POOL_SIZE"] == 0:
+        pool_options = {"poolclass": NullPool}
+    else:
+        pool_options = {
+            "pool_size": config["DB_POOL_SIZE"],
+            "max_overflow": 0,
+            "pool_timeout": config["DB_POOL_TIMEOUT"],
+            # A connection the server (or a network cut) closed while it sat
+            # in the pool is noticed and replaced before a request gets it.
+            "pool_pre_ping": True,
+        }
     engine = create_engine(
         config["DATABASE_URL"],
-        pool_size=config["DB_POOL_SIZE"],
-        max_overflow=0,
-        pool_timeout=config["DB_POOL_TIMEOUT"],
-        # A connection the server (or a network cut) closed while it sat in
-        # the pool is noticed and replaced before a request gets it.
-        pool_pre_ping=True,
+        **pool_options,
         connect_args={
             "connect_timeout": config["DB_CONNECT_TIMEOUT"],
             "keepalives": 1,
