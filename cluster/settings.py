@@ -99,15 +99,18 @@ class Settings:
     def database_url(self, port: int, database: str = "myapp") -> str:
         return f"postgresql+psycopg2://postgres@{HOST}:{port}/{database}"
 
+    # One application_name for every worker: PgBouncer would otherwise send
+    # a SET application_name whenever a server connection passes from one
+    # worker's client to another's (docs/deployment.md).
     @property
     def app_database_url(self) -> str:
         """The instances' DATABASE_URL: through PgBouncer."""
-        return self.database_url(self.pgbouncer_port)
+        return self.database_url(self.pgbouncer_port) + "?application_name=myapp"
 
     @property
     def app_replica_url(self) -> str:
         """The instances' DATABASE_REPLICA_URL: the replica, through PgBouncer."""
-        return self.database_url(self.pgbouncer_port, "myapp_replica")
+        return self.database_url(self.pgbouncer_port, "myapp_replica") + "?application_name=myapp"
 
     @property
     def primary_url(self) -> str:

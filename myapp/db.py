@@ -93,8 +93,11 @@ def build_engine(config) -> Engine:
 
 def _name_connection(dialect, conn_rec, cargs, cparams) -> None:
     # Evaluated at connect time, in the process that connects, so
-    # pg_stat_activity shows which worker holds each connection.
-    cparams["application_name"] = f"myapp[{os.getpid()}]"
+    # pg_stat_activity shows which worker holds each connection. A name
+    # given in DATABASE_URL (?application_name=myapp) wins: behind PgBouncer
+    # a server connection serves every worker in turn, and PgBouncer sends a
+    # SET application_name each time it changes hands between two names.
+    cparams.setdefault("application_name", f"myapp[{os.getpid()}]")
 
 
 def engine() -> Engine:
