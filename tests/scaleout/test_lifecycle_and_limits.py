@@ -8,7 +8,6 @@ timeouts can be watched firing within seconds.
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
@@ -18,6 +17,7 @@ import psycopg2.errors
 import pytest
 import requests
 
+from cluster.processes import alive
 from tests.faults.workload import wait_for
 from tests.support.cluster import LocalCluster
 from tests.support.http import Browser
@@ -205,7 +205,7 @@ def test_down_leaves_nothing_running_and_up_resumes_from_kept_data(cluster):
 
     stopped = cluster.run("down")
     assert stopped.returncode == 0, stopped.stderr
-    assert [pid for pid in processes if _alive(pid)] == []
+    assert [pid for pid in processes if alive(pid)] == []
     assert cluster.listening() == []
     assert cluster.pids() == {}
     assert (cluster.dir / "primary" / "PG_VERSION").exists()  # data kept
@@ -221,11 +221,3 @@ def test_down_leaves_nothing_running_and_up_resumes_from_kept_data(cluster):
     assert not cluster.dir.exists()
     assert cluster.listening() == []
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"

@@ -14,7 +14,9 @@ import signal
 import time
 
 import pytest
+import requests
 
+from cluster.processes import alive
 from tests.faults import report
 from tests.faults.workload import Load, check_writes, wait_for
 from tests.support.database import truncate_tables
@@ -95,3 +97,32 @@ def test_sigkill_of_an_instance_costs_at_most_the_writes_it_held(cluster, primar
     assert len(failed) <= threads_of_an_instance
     assert all(r.own_error_page for r in load.results)
     assert cluster.run("status").returncode == 0
+
+
+@pytest.mark.parametrize(("component", "pid_file", "stop_signal"), [
+    ("pgbouncer", "run/pgbouncer.pid", signal.SIGTERM),
+    ("primary", "primary/postmaster.pid", signal.SIGINT),  # PostgreSQL's fast shutdown
+])
+def test_pgbouncer_or_primary_away_is_503_then_recovery_by_itself(cluster, component, pid_file,
+                                                                  stop_signal):
+    browser_url = f"{cluster.url}/users"
+    assert requests.get(browser_url, timeout=10).status_code == 200
+    pid = cluster.pids()[pid_file]
+    os.kill(pid, stop_signal)
+    assert wait_for(lambda: not alive(pid), timeout=30)
+
+    started = time.monotonic()
+    away = requests.get(browser_url, timeout=30)
+    health = requests.get(f"{cluster.url}/healthz", timeout=30)
+    assert away.status_code == 503 and 'class="site-header"' in away.text
+    assert time.monotonic() - started <= 2 * (5 + 3 + 5)  # DB_POOL_TIMEOUT + connect + slack
+    assert health.status_code == 503 and health.json()["database"] == "unavailable"
+
+    assert cluster.run("up").returncode == 0  # starts just what is missing
+    back = wait_for(lambda: requests.get(browser_url, timeout=10).status_code == 200, timeout=20)
+    report.record(f"scale-out: {component} stopped, then started again",
+                  answer_while_away=away.status_code,
+                  recovered_without_restarting_the_instances=bool(back))
+    assert back
+    assert cluster.run("status").returncode == 0
+
