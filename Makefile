@@ -4,7 +4,6 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-export DATABASE_URL ?= postgresql+psycopg2:///myapp
 
 .PHONY: serve test test-quick install install-dev bench screenshots clean \
 	cluster cluster-status cluster-down cluster-clean
@@ -25,9 +24,9 @@ install: $(VENV)/.runtime
 install-dev: $(VENV)/.dev
 
 ## Set up, initialise the database and serve on http://127.0.0.1:$${PORT:-8000}
+## (with no DATABASE_URL and no server at the default, on a private one: scripts/serve)
 serve: install
-	$(BIN)/flask --app app init-db
-	exec $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+	exec ./scripts/serve
 
 ## Set up and run the whole test suite (and the static security scan)
 test: install-dev

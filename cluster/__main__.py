@@ -9,11 +9,15 @@ import subprocess
 import sys
 import urllib.request
 
+import psycopg2
+from sqlalchemy.engine import make_url
+
 from cluster import packages
 from cluster.postgres import PostgresServer, wait_for_streaming
 from cluster.processes import ClusterError, give_to, reachable_by, wait_for
 from cluster.services import VENV_BIN, AppInstance, Nginx, PgBouncer, stray_instances
 from cluster.settings import PROJECT_ROOT, Settings
+from myapp.config import DEFAULT_DATABASE_URL
 
 
 def components(settings: Settings) -> list:
@@ -131,7 +135,44 @@ def restart_apps(settings: Settings) -> int:
     return 0
 
 
-COMMANDS = {"up": up, "status": status, "down": down, "clean": clean, "restart-apps": restart_apps}
+def serve_database(settings: Settings) -> int:
+    """For ``make serve``: the database URL to serve on, printed on stdout.
+
+    ``DATABASE_URL`` set: used as it is (init-db then reports it if it
+    cannot be reached — never a silent fallback). Unset, and a server
+    answers at the default (the local socket): the default. Unset, and
+    nothing answers there: the cluster's private primary under .cluster/,
+    installed and started if need be, said in one line on stderr.
+    """
+    if os.environ.get("DATABASE_URL"):
+        print(os.environ["DATABASE_URL"])
+        return 0
+    if server_answers(DEFAULT_DATABASE_URL):
+        print(DEFAULT_DATABASE_URL)
+        return 0
+    packages.install_missing({})  # only the PostgreSQL server
+    prepare_directories(settings)
+    primary = PostgresServer(settings, "primary", settings.primary_port)
+    primary.start()
+    print(f"No PostgreSQL answers at {DEFAULT_DATABASE_URL}: serving on a private one under"
+          f" {settings.root} ({primary.address}; `make cluster-down` stops it).", file=sys.stderr)
+    print(settings.primary_url)
+    return 0
+
+
+def server_answers(url: str) -> bool:
+    """True when a PostgreSQL server answers at ``url`` — even to refuse us
+    (a missing database, an unknown role): then the error is the operator's
+    to see, not a reason to start another server."""
+    try:
+        psycopg2.connect(make_url(url).set(drivername="postgresql").render_as_string(
+            hide_password=False), connect_timeout=3).close()
+    except psycopg2.OperationalError as err:
+        return "FATAL:" in str(err)
+    return True
+
+
+COMMANDS = {"up": up, "serve-database": serve_database, "status": status, "down": down, "clean": clean, "restart-apps": restart_apps}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,9 +33,9 @@ def find(executable: str) -> str | None:
     return shutil.which(executable) or shutil.which(executable, path="/usr/sbin:/sbin")
 
 
-def install_missing(with_postgres: bool = True, extra: dict[str, str] | None = None) -> None:
-    needed = {package for executable, package in {**NEEDED, **(extra or {})}.items()
-              if not find(executable)}
+def install_missing(executables: dict[str, str] = NEEDED, with_postgres: bool = True) -> None:
+    """Install the packages of the ``executables`` not found, and PostgreSQL's server."""
+    needed = {package for executable, package in executables.items() if not find(executable)}
     if with_postgres and postgres_bindir() is None:
         needed.add(POSTGRES_PACKAGE)
     if not needed:
