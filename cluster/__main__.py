@@ -60,15 +60,17 @@ def prepare_directories(settings: Settings) -> None:
 def up(settings: Settings) -> int:
     packages.install_missing()
     prepare_directories(settings)
-    for stray in stray_instances(settings):
-        stray.stop()
-        print(f"{stray.name:<10} {stray.address:<22} stopped (beyond CLUSTER_INSTANCES)")
     for component in components(settings):
         component.start()
         if component.name == "primary":
             init_db(settings)
         elif component.name == "replica":
             wait_for_streaming(component)
+    # CLUSTER_INSTANCES was lowered: nginx (just reloaded) no longer sends
+    # the extra instances anything, so they can stop.
+    for stray in stray_instances(settings):
+        stray.stop()
+        print(f"{stray.name:<10} {stray.address:<22} stopped (beyond CLUSTER_INSTANCES)")
     wait_for(lambda: _answers_200(f"{settings.http_url}/healthz"), 30,
              f"{settings.http_url}/healthz to answer 200")
     status(settings)

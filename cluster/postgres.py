@@ -102,6 +102,7 @@ class PostgresServer:
         render_file(DEPLOY / "postgresql" / "myapp.conf", self.data / "myapp.conf", {
             "PG_LISTEN": HOST,
             "PG_PORT": self.port,
+            "PG_SOCKET_DIRECTORIES": "",  # TCP only
             "PG_MAX_CONNECTIONS": MAX_CONNECTIONS,
         })
         give_to(self.settings.service_user, self.data)

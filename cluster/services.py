@@ -17,6 +17,7 @@ from cluster.processes import (
     give_to,
     listening,
     read_pid,
+    reachable_by,
     run_as,
     stop_pid,
     wait_for,
@@ -80,6 +81,7 @@ class PgBouncer:
             "REPLICA_PORT": s.replica_port,
             "PGBOUNCER_LISTEN": HOST,
             "PGBOUNCER_PORT": self.port,
+            "PGBOUNCER_SOCKET_DIR": "",  # TCP only
             "PGBOUNCER_PIDFILE": self.pid_file,
             "PGBOUNCER_LOGFILE": self.log,
             "PGBOUNCER_AUTH_FILE": auth_file,
@@ -292,6 +294,8 @@ class Nginx:
             return
         stop_pid(read_pid(self.pid_file), signal.SIGQUIT, timeout=10)
         give_to(self.settings.service_user, self.temp_dir)
+        # nginx's workers (the service user) read static/ from the checkout.
+        reachable_by(self.settings.service_user, PROJECT_ROOT / "static")
         run_as(self.settings.service_user, self.command("-t", "-q"))
         run_as(self.settings.service_user, self.command(),
                log=self.settings.log_dir / "nginx-start.log")
