@@ -35,9 +35,9 @@ test: install-dev
 	$(BIN)/pytest
 
 ## The inner loop: the in-process tests only (no gunicorn, no browser, no
-## fault injection); `make test` stays the whole suite, as CI runs it
+## fault injection, no cluster); `make test` stays the whole suite, as CI runs it
 test-quick: install-dev
-	$(BIN)/pytest -m "not server and not faults"
+	$(BIN)/pytest -m "not server and not faults and not cluster"
 
 ## Retake the README's pictures in docs/screenshots/ (the browser tests, saving them there)
 screenshots: install-dev

@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
-import statistics
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 from bench.suite import ROOT, csrf_session, flask_cli, machine_info, summarise, wrk
-from tests.support.cluster import LocalCluster
-from tests.support.server import GunicornServer
+from harness.cluster import LocalCluster
+from harness.gunicorn import GunicornServer
 
 SCENARIOS = ("list", "create")
 TARGETS = ("direct", "cluster", "pgbouncer+pool", "pgbouncer+nullpool")

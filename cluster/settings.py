@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pwd
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +19,8 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 HOST = "127.0.0.1"
 
 
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
@@ -28,7 +29,7 @@ def _int(name: str, default: int) -> int:
         raise SystemExit(f"{name} must be a whole number, got {raw!r}") from None
 
 
-def _service_user() -> str:
+def _service_user(env: Mapping[str, str]) -> str:
     """The unprivileged user PostgreSQL, PgBouncer and nginx run as.
 
     PostgreSQL refuses to run as root (and PgBouncer too): when started as
@@ -37,7 +38,7 @@ def _service_user() -> str:
     """
     if os.geteuid() != 0:
         return pwd.getpwuid(os.geteuid()).pw_name
-    return os.environ.get("CLUSTER_USER") or "postgres"
+    return env.get("CLUSTER_USER") or "postgres"
 
 
 @dataclass(frozen=True)
@@ -53,21 +54,21 @@ class Settings:
     service_user: str
 
     @classmethod
-    def from_environment(cls) -> Settings:
-        root = Path(os.environ.get("CLUSTER_DIR") or PROJECT_ROOT / ".cluster")
-        instances = _int("CLUSTER_INSTANCES", 2)
+    def from_environment(cls, env: Mapping[str, str] = os.environ) -> Settings:
+        root = Path(env.get("CLUSTER_DIR") or PROJECT_ROOT / ".cluster")
+        instances = _int(env, "CLUSTER_INSTANCES", 2)
         if instances < 1:
             raise SystemExit(f"CLUSTER_INSTANCES must be at least 1, got {instances}")
         return cls(
             root=root.resolve(),
             instances=instances,
-            primary_port=_int("CLUSTER_PRIMARY_PORT", 5433),
-            replica_port=_int("CLUSTER_REPLICA_PORT", 5434),
-            pgbouncer_port=_int("CLUSTER_PGBOUNCER_PORT", 6432),
-            first_app_port=_int("CLUSTER_APP_PORT", 8001),
-            http_port=_int("CLUSTER_HTTP_PORT", 8080),
-            https_port=_int("CLUSTER_HTTPS_PORT", 8443),
-            service_user=_service_user(),
+            primary_port=_int(env, "CLUSTER_PRIMARY_PORT", 5433),
+            replica_port=_int(env, "CLUSTER_REPLICA_PORT", 5434),
+            pgbouncer_port=_int(env, "CLUSTER_PGBOUNCER_PORT", 6432),
+            first_app_port=_int(env, "CLUSTER_APP_PORT", 8001),
+            http_port=_int(env, "CLUSTER_HTTP_PORT", 8080),
+            https_port=_int(env, "CLUSTER_HTTPS_PORT", 8443),
+            service_user=_service_user(env),
         )
 
     # --- paths under the cluster directory ---------------------------------

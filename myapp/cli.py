@@ -16,6 +16,7 @@ from flask.cli import with_appcontext
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from myapp import db, importing, seeding
+from myapp.role_settings import apply_role_settings, role_settings
 
 
 def init_app(app: Flask) -> None:
@@ -67,13 +68,13 @@ def init_db_command(drop: bool, yes: bool) -> None:
             config["DATABASE_URL"], config["DB_CONNECT_TIMEOUT"]
         )
         db.create_schema(db.engine(), drop=drop)
-        db.apply_role_settings(db.engine(), config)
+        apply_role_settings(db.engine(), config)
     except SQLAlchemyError as err:  # unreachable, or e.g. no permission to create
         _fail(database_error_message(err))
     database = db.engine().url.database
     click.echo(f"Created database {database}." if created else f"Database {database} exists.")
     click.echo("Dropped and recreated the tables." if drop else "Tables and indexes are in place.")
-    limits = db.role_settings(config)
+    limits = role_settings(config)
     click.echo("Session limits for this role: "
                + ", ".join(f"{name}={value}" for name, value in limits.items()) + ".")
 

@@ -134,7 +134,7 @@ def from_environment(instance_path: Path, overrides: Mapping[str, Any] | None = 
         # Server-side limits: a gthread worker has no request timeout of its
         # own, so PostgreSQL is what bounds a runaway query or a transaction
         # left open. `init-db` sets them on the app's role in its database
-        # (db.apply_role_settings), so they also hold through PgBouncer.
+        # (myapp/role_settings.py), so they also hold through PgBouncer.
         "DB_STATEMENT_TIMEOUT_MS": _int_from_env(
             "DB_STATEMENT_TIMEOUT_MS", DEFAULT_STATEMENT_TIMEOUT_MS
         ),

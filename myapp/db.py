@@ -63,7 +63,7 @@ def build_engine(config) -> Engine:
 
     No per-connection settings travel in the startup packet: PgBouncer in
     transaction mode refuses them. The server-side limits are the role's
-    own settings in the database instead (:func:`apply_role_settings`).
+    own settings in the database instead (myapp/role_settings.py).
     """
     if config["DB_POOL_SIZE"] == 0:
         pool_options = {"poolclass": NullPool}
@@ -196,41 +196,6 @@ def create_schema(bind: Engine, drop: bool = False) -> None:
         if drop:
             Base.metadata.drop_all(conn)
         Base.metadata.create_all(conn)
-
-
-def role_settings(config) -> dict[str, str]:
-    """What every connection of the app must run with, whatever it goes through.
-
-    A gthread worker has no request timeout of its own: PostgreSQL bounds a
-    runaway query and a transaction left open. JIT compilation (tens of ms)
-    never pays off for short OLTP queries, and a misestimate on a freshly
-    filled table would trigger it.
-    """
-    return {
-        "statement_timeout": f"{config['DB_STATEMENT_TIMEOUT_MS']}ms",
-        "idle_in_transaction_session_timeout": f"{config['DB_IDLE_IN_TRANSACTION_TIMEOUT_MS']}ms",
-        "jit": "off",
-    }
-
-
-def apply_role_settings(bind: Engine, config) -> None:
-    """Make :func:`role_settings` the defaults of the connecting role in its database.
-
-    ``ALTER ROLE CURRENT_USER IN DATABASE ... SET``: PostgreSQL applies them
-    to every new session of that role in that database — through PgBouncer
-    in transaction mode too, and without a round trip — while other roles
-    (an administrator's psql, pg_dump) and other databases keep their own.
-    Any role may set its own defaults. Sessions opened before keep the old
-    values until they reconnect.
-    """
-    with bind.begin() as conn:
-        database = conn.dialect.identifier_preparer.quote(bind.url.database)
-        for name, value in role_settings(config).items():
-            # Names are ours; the value is a bound literal.
-            conn.exec_driver_sql(
-                f"ALTER ROLE CURRENT_USER IN DATABASE {database} SET {name} = %(value)s",
-                {"value": value},
-            )
 
 
 def ping(session: orm.Session) -> bool:

@@ -31,6 +31,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
 from myapp import PROJECT_ROOT, config, create_app, db
+from myapp.role_settings import apply_role_settings
 from tests.support import database, factories, fault_report
 
 
@@ -43,7 +44,7 @@ def database_url():
     engine = create_engine(url, poolclass=NullPool)
     db.create_schema(engine)
     # What init-db does: the app's limits as the role's defaults there.
-    db.apply_role_settings(engine, config.from_environment(PROJECT_ROOT / "instance",
+    apply_role_settings(engine, config.from_environment(PROJECT_ROOT / "instance",
                                                            {"SECRET_KEY": "unused"}))
     engine.dispose()
     yield url

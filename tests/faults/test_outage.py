@@ -16,6 +16,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from myapp import config, db
+from myapp.role_settings import apply_role_settings
 from tests.support import fault_report
 from tests.support.database import assert_nothing_written
 from tests.support.http import Browser
@@ -183,8 +184,8 @@ def test_statement_over_timeout_is_a_clean_503_and_frees_the_connection(
     timeout_ms = 1000
     # What `DB_STATEMENT_TIMEOUT_MS=1000 flask init-db` sets: the role's own
     # default in this database, which every new connection takes.
-    db.apply_role_settings(inspect_engine, {**LIMITS, "DB_STATEMENT_TIMEOUT_MS": timeout_ms})
-    request.addfinalizer(lambda: db.apply_role_settings(inspect_engine, LIMITS))
+    apply_role_settings(inspect_engine, {**LIMITS, "DB_STATEMENT_TIMEOUT_MS": timeout_ms})
+    request.addfinalizer(lambda: apply_role_settings(inspect_engine, LIMITS))
     server = start_server(workers=WORKERS, threads=threads, env=ENV)
     browsers = [Browser(server.url) for _ in range(WORKERS * threads)]
     tokens = [browser.csrf_token() for browser in browsers]

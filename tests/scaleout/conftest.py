@@ -1,4 +1,4 @@
-"""One local cluster (``make cluster`` on free ports in a temp dir) for the tests of this package."""
+"""One local cluster (``make cluster`` on free ports in a temp dir) for this package's tests."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
-from tests.support.cluster import LocalCluster
+from harness.cluster import LocalCluster
+from tests.support.database import Tables, truncate_tables
 
 
 @pytest.fixture(scope="package")
@@ -21,3 +22,10 @@ def primary(cluster):
     engine = create_engine(cluster.database_url("primary"), poolclass=NullPool)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def cluster_tables(primary) -> Tables:
+    """The cluster's tables, read on its primary; emptied first (ids from 1)."""
+    truncate_tables(primary)
+    return Tables(primary)

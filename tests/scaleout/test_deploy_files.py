@@ -19,7 +19,7 @@ from cluster.processes import ClusterError, as_user
 from cluster.render import render
 from cluster.services import Nginx
 from cluster.settings import DEPLOY, PROJECT_ROOT, Settings
-from tests.support.server import free_port
+from harness.gunicorn import free_port
 
 pytestmark = pytest.mark.cluster
 

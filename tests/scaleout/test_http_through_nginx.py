@@ -12,17 +12,12 @@ import pytest
 import requests
 
 from myapp.config import MAX_UPLOAD_BYTES, MULTIPART_OVERHEAD_BYTES
-from tests.support.database import row_counts, table_snapshot, truncate_tables
+from tests.support.database import assert_nothing_written
 from tests.support.http import Browser
 
 pytestmark = [pytest.mark.cluster, pytest.mark.server]
 
 SECURITY_HEADERS = ("Content-Security-Policy", "X-Content-Type-Options", "X-Frame-Options")
-
-
-@pytest.fixture(autouse=True)
-def empty_tables(primary):
-    truncate_tables(primary)
 
 
 @pytest.fixture
@@ -47,7 +42,7 @@ def test_root_redirects_to_the_list(browser):
     assert response.headers["Location"].endswith("/users")
 
 
-def test_create_then_list_then_detail(browser, primary):
+def test_create_then_list_then_detail(browser, cluster_tables):
     created = browser.submit("/users", {"name": "Ada", "email": "ada@example.com"})
     assert created.status_code == 303
     location = created.headers["Location"]
@@ -58,29 +53,28 @@ def test_create_then_list_then_detail(browser, primary):
     listing = browser.get("/users")
     assert listing.status_code == 200 and "ada@example.com" in listing.text
     assert_security_headers_once(listing)
-    assert row_counts(primary) == (1, 1)
+    assert cluster_tables.counts() == (1, 1)
 
 
-def test_invalid_input_is_422_and_writes_nothing(browser, primary):
-    response = browser.submit("/users", {"name": "", "email": "not-an-email"})
+def test_invalid_input_is_422_and_writes_nothing(browser, cluster_tables):
+    with assert_nothing_written(cluster_tables):
+        response = browser.submit("/users", {"name": "", "email": "not-an-email"})
     assert response.status_code == 422
     assert 'value="not-an-email"' in response.text
-    assert row_counts(primary) == (0, 0)
 
 
-def test_taken_email_is_409_in_any_letter_case(browser, primary):
+def test_taken_email_is_409_in_any_letter_case(browser, cluster_tables):
     assert browser.submit("/users", {"name": "A", "email": "same@example.com"}).status_code == 303
-    before = table_snapshot(primary)
-    response = browser.submit("/users", {"name": "B", "email": "SAME@example.com"})
+    with assert_nothing_written(cluster_tables):
+        response = browser.submit("/users", {"name": "B", "email": "SAME@example.com"})
     assert response.status_code == 409
-    assert table_snapshot(primary) == before
 
 
-def test_post_without_csrf_token_is_400_and_writes_nothing(browser, primary):
-    response = browser.http.post(f"{browser.base_url}/users",
-                                 data={"name": "X", "email": "x@example.com"}, timeout=10)
+def test_post_without_csrf_token_is_400_and_writes_nothing(browser, cluster_tables):
+    with assert_nothing_written(cluster_tables):
+        response = browser.http.post(f"{browser.base_url}/users",
+                                     data={"name": "X", "email": "x@example.com"}, timeout=10)
     assert response.status_code == 400 and site_page(response)
-    assert row_counts(primary) == (0, 0)
 
 
 def test_unknown_path_is_the_sites_404_page(browser):
@@ -98,7 +92,7 @@ def test_metrics_are_not_served_on_the_public_port(browser):
     assert browser.get("/metrics").status_code == 404
 
 
-def test_import_through_nginx(browser, primary):
+def test_import_through_nginx(browser, cluster_tables):
     token = browser.csrf_token("/users/import")
     csv = "name,email\nGood,good@example.com\nBad,not-an-email\n"
     response = browser.http.post(f"{browser.base_url}/users/import", timeout=30,
@@ -106,28 +100,28 @@ def test_import_through_nginx(browser, primary):
                                  files={"file": ("users.csv", csv.encode(), "text/csv")})
     assert response.status_code == 200
     assert "created 1, rejected 1" in response.text
-    assert row_counts(primary) == (1, 1)
+    assert cluster_tables.counts() == (1, 1)
 
 
-def test_an_upload_over_the_limit_is_413_from_the_app(browser, primary):
+def test_an_upload_over_the_limit_is_413_from_the_app(browser, cluster_tables):
     """Over 5 MB but within nginx's limit: nginx buffers it, the app refuses it."""
     token = browser.csrf_token("/users/import")
     body = b"name,email\n" + b"x" * MAX_UPLOAD_BYTES
-    response = browser.http.post(f"{browser.base_url}/users/import", timeout=60,
-                                 data={"csrf_token": token},
-                                 files={"file": ("big.csv", body, "text/csv")})
+    with assert_nothing_written(cluster_tables):
+        response = browser.http.post(f"{browser.base_url}/users/import", timeout=60,
+                                     data={"csrf_token": token},
+                                     files={"file": ("big.csv", body, "text/csv")})
     assert response.status_code == 413 and site_page(response)
-    assert row_counts(primary) == (0, 0)
 
 
-def test_a_body_beyond_nginx_limit_is_its_413_page(browser, primary):
+def test_a_body_beyond_nginx_limit_is_its_413_page(browser, cluster_tables):
     too_big = b"x" * (MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD_BYTES + 1)
-    response = browser.http.post(f"{browser.base_url}/users/import", data=too_big, timeout=60,
-                                 headers={"Content-Type": "text/csv"})
+    with assert_nothing_written(cluster_tables):
+        response = browser.http.post(f"{browser.base_url}/users/import", data=too_big, timeout=60,
+                                     headers={"Content-Type": "text/csv"})
     assert response.status_code == 413
     assert 'class="site-header"' in response.text  # the site's look, not nginx's page
     assert_security_headers_once(response)
-    assert row_counts(primary) == (0, 0)
 
 
 def test_static_files_come_from_nginx_cached_and_gzipped(browser):
@@ -204,7 +198,7 @@ def test_https_has_hsts_and_a_secure_session_cookie(cluster, https):
     assert "Secure" not in plain.headers["Set-Cookie"]
 
 
-def test_a_form_posts_over_https(cluster, https, primary):
+def test_a_form_posts_over_https(cluster, https, cluster_tables):
     """Flask-WTF checks the Referer on HTTPS against the request's own URL:
     ProxyFix must have given the app the client's scheme, host and port."""
     page = https.get(f"{cluster.https_url}/users/new", timeout=10)
@@ -213,4 +207,4 @@ def test_a_form_posts_over_https(cluster, https, primary):
                           data={"csrf_token": token, "name": "Tls", "email": "tls@example.com"},
                           headers={"Referer": f"{cluster.https_url}/users/new"})
     assert response.status_code == 303, response.text[:500]
-    assert row_counts(primary) == (1, 1)
+    assert cluster_tables.counts() == (1, 1)

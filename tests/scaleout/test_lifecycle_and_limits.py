@@ -9,7 +9,6 @@ timeouts can be watched firing within seconds.
 from __future__ import annotations
 
 import re
-import threading
 import time
 
 import psycopg2
@@ -18,9 +17,9 @@ import pytest
 import requests
 
 from cluster.processes import alive
-from tests.faults.workload import wait_for
-from tests.support.cluster import LocalCluster
+from harness.cluster import LocalCluster
 from tests.support.http import Browser
+from tests.support.workload import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.server]
 

@@ -3,7 +3,7 @@ instances, and an instance killed outright (SIGKILL). In both, every write
 the app acknowledged is stored (acknowledged ⊆ stored), and nginx retries
 the idempotent requests the lost instance held — never a POST.
 
-The figures of a run are printed at the end (tests/faults/report.py) and
+The figures of a run are printed at the end (tests/support/fault_report.py) and
 quoted in docs/deployment.md.
 """
 
@@ -17,20 +17,15 @@ import pytest
 import requests
 
 from cluster.processes import alive
-from tests.faults import report
-from tests.faults.workload import Load, check_writes, wait_for
-from tests.support.database import truncate_tables
+from tests.support import fault_report
+from tests.support.workload import Load, check_writes, wait_for
 
-pytestmark = [pytest.mark.cluster, pytest.mark.server, pytest.mark.faults]
+pytestmark = [pytest.mark.cluster, pytest.mark.server, pytest.mark.faults,
+              pytest.mark.usefixtures("cluster_tables")]
 
 MIX = {"create": 40, "edit": 20, "list": 20, "detail": 20}
 WRITES = {"create", "edit"}
 OK = {200, 303, 404, 409}
-
-
-@pytest.fixture(autouse=True)
-def empty_tables(primary):
-    truncate_tables(primary)
 
 
 def results_after(load: Load, moment: float) -> int:
@@ -51,7 +46,7 @@ def test_rolling_restart_under_load_loses_nothing(cluster, primary):
 
     after = cluster.pids()
     writes = check_writes(primary, load)
-    report.record(
+    fault_report.record(
         "scale-out: rolling restart of 2 instances under load (through nginx)",
         requests=len(load.results),
         statuses=dict(sorted(load.statuses().items(), key=str)),
@@ -81,7 +76,7 @@ def test_sigkill_of_an_instance_costs_at_most_the_writes_it_held(cluster, primar
 
     writes = check_writes(primary, load)
     failed = [r for r in load.results if r.status not in OK]
-    report.record(
+    fault_report.record(
         "scale-out: SIGKILL one of 2 instances under load (through nginx)",
         requests=len(load.results),
         statuses=dict(sorted(load.statuses().items(), key=str)),
@@ -120,7 +115,7 @@ def test_pgbouncer_or_primary_away_is_503_then_recovery_by_itself(cluster, compo
 
     assert cluster.run("up").returncode == 0  # starts just what is missing
     back = wait_for(lambda: requests.get(browser_url, timeout=10).status_code == 200, timeout=20)
-    report.record(f"scale-out: {component} stopped, then started again",
+    fault_report.record(f"scale-out: {component} stopped, then started again",
                   answer_while_away=away.status_code,
                   recovered_without_restarting_the_instances=bool(back))
     assert back

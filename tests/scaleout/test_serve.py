@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.workload import wait_for
-from tests.support.server import PROJECT_ROOT, free_port
+from harness import PROJECT_ROOT
+from harness.gunicorn import free_port
+from tests.support.workload import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.server]
 

@@ -1,22 +1,26 @@
-"""A whole ``make cluster`` on free ports in a temporary directory, for tests.
+"""A whole ``make cluster`` on free ports in a temporary directory, for the
+tests and the scale-out benchmark.
 
 It runs the same ``python -m cluster`` commands as the Makefile, moved by
 the environment variables the cluster reads (CLUSTER_DIR, CLUSTER_*_PORT),
 so a test exercises exactly what an operator starts. On exit it runs
-``cluster down`` and deletes the directory; :meth:`leftovers` says what
-would still be running or listening.
+``cluster down`` and deletes the directory; :meth:`process_tree` and
+:meth:`listening` say what would still be running or listening.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from tests.support.server import PROJECT_ROOT, free_port
+from cluster.settings import Settings
+from harness import PROJECT_ROOT
+from harness.gunicorn import free_port
 
 PORT_VARIABLES = {
     "primary": "CLUSTER_PRIMARY_PORT",
@@ -37,8 +41,6 @@ def _consecutive_free_ports(count: int) -> int:
 
 
 def _is_free(port: int) -> bool:
-    import socket
-
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", port))
@@ -71,6 +73,8 @@ class LocalCluster:
         }
         for name in ("DATABASE_URL", "DATABASE_REPLICA_URL", "BIND", "PORT"):
             self.env.pop(name, None)
+        # Where things are, as the cluster itself works it out.
+        self.settings = Settings.from_environment(self.env)
 
     # --- commands -------------------------------------------------------------
 
@@ -113,24 +117,24 @@ class LocalCluster:
 
     @property
     def dir(self) -> Path:
-        return Path(self.env["CLUSTER_DIR"])
+        return self.settings.root
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['http']}"
+        return self.settings.http_url
 
     @property
     def https_url(self) -> str:
-        return f"https://127.0.0.1:{self.ports['https']}"
+        return self.settings.https_url
 
     def app_port(self, index: int) -> int:
-        return self.first_app_port + index - 1
+        return self.settings.app_port(index)
 
     def app_url(self, index: int) -> str:
         return f"http://127.0.0.1:{self.app_port(index)}"
 
     def database_url(self, where: str = "primary", database: str = "myapp") -> str:
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.ports[where]}/{database}"
+        return self.settings.database_url(self.ports[where], database)
 
     def all_ports(self) -> list[int]:
         return [*self.ports.values(),
@@ -168,8 +172,6 @@ class LocalCluster:
 
     def listening(self) -> list[int]:
         """This cluster's ports that something still listens on."""
-        import socket
-
         open_ports = []
         for port in self.all_ports():
             with socket.socket() as sock:
