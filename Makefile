@@ -4,9 +4,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-export DATABASE_URL ?= postgresql+psycopg2:///myapp
 
-.PHONY: serve test test-quick install install-dev bench screenshots clean
+.PHONY: serve test test-quick install install-dev bench screenshots clean \
+	cluster cluster-status cluster-down cluster-clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +24,9 @@ install: $(VENV)/.runtime
 install-dev: $(VENV)/.dev
 
 ## Set up, initialise the database and serve on http://127.0.0.1:$${PORT:-8000}
+## (with no DATABASE_URL and no server at the default, on a private one: scripts/serve)
 serve: install
-	$(BIN)/flask --app app init-db
-	exec $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+	exec ./scripts/serve
 
 ## Set up and run the whole test suite (and the static security scan)
 test: install-dev
@@ -35,9 +35,9 @@ test: install-dev
 	$(BIN)/pytest
 
 ## The inner loop: the in-process tests only (no gunicorn, no browser, no
-## fault injection); `make test` stays the whole suite, as CI runs it
+## fault injection, no cluster); `make test` stays the whole suite, as CI runs it
 test-quick: install-dev
-	$(BIN)/pytest -m "not server and not faults"
+	$(BIN)/pytest -m "not server and not faults and not cluster"
 
 ## Retake the README's pictures in docs/screenshots/ (the browser tests, saving them there)
 screenshots: install-dev
@@ -47,6 +47,22 @@ screenshots: install-dev
 ## The benchmark (10-15 minutes; not part of `make test`): see docs/performance.md
 bench:
 	./bench/run
+
+## Scale-out on one machine (README "Scale-out"): nginx :8080/:8443 -> CLUSTER_INSTANCES
+## gunicorn instances -> PgBouncer :6432 -> private primary :5433 + replica :5434, under .cluster/
+cluster: install
+	$(BIN)/python -m cluster up
+
+cluster-status: install
+	$(BIN)/python -m cluster status
+
+## Stops everything `make cluster` started; keeps the data in .cluster/
+cluster-down: install
+	$(BIN)/python -m cluster down
+
+## Stops everything and deletes .cluster/
+cluster-clean: install
+	$(BIN)/python -m cluster clean
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -9,7 +9,19 @@ from typing import Any
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 
-from myapp import cli, cli_db, config, db, errors, guards, routing, templating, views
+from myapp import (
+    cli,
+    cli_db,
+    config,
+    db,
+    errors,
+    guards,
+    proxy,
+    routing,
+    static_files,
+    templating,
+    views,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,14 +37,21 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         instance_path=str(PROJECT_ROOT / "instance"),
     )
     app.config.from_mapping(config.from_environment(Path(app.instance_path), overrides))
+    register_proxy_support(app)
     register_request_guards(app)
     register_extensions(app)
     register_url_converters(app)
+    register_static_file_urls(app)
     register_blueprints(app)
     register_template_helpers(app)
     register_errorhandlers(app)
     register_commands(app)
     return app
+
+
+def register_proxy_support(app: Flask) -> None:
+    # BEHIND_PROXY: ProxyFix for one hop; a Host outside TRUSTED_HOSTS is a 400.
+    proxy.init_app(app)
 
 
 def register_request_guards(app: Flask) -> None:
@@ -48,6 +67,11 @@ def register_extensions(app: Flask) -> None:
 
 def register_url_converters(app: Flask) -> None:
     routing.init_app(app)
+
+
+def register_static_file_urls(app: Flask) -> None:
+    # A content hash in every static URL, so nginx may cache them for a year.
+    static_files.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:

@@ -28,6 +28,7 @@ from myapp.migrating import ADOPTION_REVISION, InitRefused, init_database
 from myapp.migrating.config import alembic_config, migration_engine, next_revision_id
 from myapp.migrating.diff_text import describe_diffs
 from myapp.migrating.lock import one_at_a_time
+from myapp.role_settings import role_settings
 
 # app.extensions key: the metadata `db check` and `--autogenerate` compare with
 # (default: the models').
@@ -137,6 +138,9 @@ def init_db_command(drop: bool, yes: bool) -> None:
         click.echo(f"Schema is up to date (revision {report.after}).")
     else:
         click.echo(f"Upgraded the schema from {report.before or 'empty'} to {report.after}.")
+    limits = role_settings(current_app.config)
+    click.echo("Session limits for this role: "
+               + ", ".join(f"{name}={value}" for name, value in limits.items()) + ".")
 
 
 @db_group.command("upgrade")

@@ -18,6 +18,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg2:///myapp"
+DEFAULT_STATEMENT_TIMEOUT_MS = 10_000
+DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS = 30_000
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 # The limit as people read it: the import page and the 413 answer.
 MAX_UPLOAD_TEXT = f"{MAX_UPLOAD_BYTES // 2**20} MB"
@@ -46,6 +48,20 @@ def _int_from_env(name: str, default: int, minimum: int = 1, maximum: int | None
     if maximum is not None and value > maximum:
         raise ConfigError(f"{name} must be at most {maximum}, got {value}")
     return value
+
+
+def _flag_from_env(name: str) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name} must be 1 or 0, got {raw!r}")
+
+
+def _list_from_env(name: str) -> list[str]:
+    """A comma-separated list; blanks around items are ignored."""
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
 
 
 def database_url() -> str:
@@ -112,14 +128,18 @@ def from_environment(instance_path: Path, overrides: Mapping[str, Any] | None = 
     threads = gunicorn_threads()
     settings = {
         "DATABASE_URL": database_url(),
-        "DB_POOL_SIZE": _int_from_env("DB_POOL_SIZE", threads),
+        # 0: no pool in the app (NullPool), for use behind PgBouncer.
+        "DB_POOL_SIZE": _int_from_env("DB_POOL_SIZE", threads, minimum=0),
         "DB_POOL_TIMEOUT": _int_from_env("DB_POOL_TIMEOUT", 5),
         # Server-side limits: a gthread worker has no request timeout of its
         # own, so PostgreSQL is what bounds a runaway query or a transaction
-        # left open.
-        "DB_STATEMENT_TIMEOUT_MS": _int_from_env("DB_STATEMENT_TIMEOUT_MS", 10_000),
+        # left open. `init-db` sets them on the app's role in its database
+        # (myapp/role_settings.py), so they also hold through PgBouncer.
+        "DB_STATEMENT_TIMEOUT_MS": _int_from_env(
+            "DB_STATEMENT_TIMEOUT_MS", DEFAULT_STATEMENT_TIMEOUT_MS
+        ),
         "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS": _int_from_env(
-            "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", 30_000
+            "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS
         ),
         "DB_CONNECT_TIMEOUT": _int_from_env("DB_CONNECT_TIMEOUT", 3),
         # How long a migration statement may wait for a lock before it fails
@@ -135,6 +155,13 @@ def from_environment(instance_path: Path, overrides: Mapping[str, Any] | None = 
         "SESSION_COOKIE_SECURE": os.environ.get("SESSION_COOKIE_SECURE", "") == "1",
         # CSRF tokens are not single-use; they expire after this many seconds.
         "WTF_CSRF_TIME_LIMIT": 3600,
+        # Behind a reverse proxy (nginx): trust its X-Forwarded-* headers,
+        # for exactly one hop (myapp/proxy.py). Off when clients reach
+        # gunicorn directly, or anyone could claim any address and scheme.
+        "BEHIND_PROXY": _flag_from_env("BEHIND_PROXY"),
+        # Host names the app answers to; any other Host is a 400 (Flask's
+        # TRUSTED_HOSTS). Empty: any host (a server reached only directly).
+        "TRUSTED_HOSTS": _list_from_env("TRUSTED_HOSTS") or None,
     }
     settings.update(overrides)
     if "SECRET_KEY" not in settings:

@@ -52,26 +52,31 @@ def build_engine(config) -> Engine:
     ``max_overflow=0``: the pool *is* the limit. With one connection per
     thread a request never waits for another's connection; if one does (a
     misconfiguration), it waits ``DB_POOL_TIMEOUT`` seconds and gets a 503.
+
+    ``DB_POOL_SIZE=0``: no pool in the app (``NullPool``), each request
+    connects anew — only sensible with a pooler such as PgBouncer next to
+    it (measured in docs/deployment.md, "Pool arithmetic").
+
+    No per-connection settings travel in the startup packet: PgBouncer in
+    transaction mode refuses them. The server-side limits are the role's
+    own settings in the database instead (myapp/role_settings.py).
     """
-    options = (
-        f"-c statement_timeout={config['DB_STATEMENT_TIMEOUT_MS']}"
-        f" -c idle_in_transaction_session_timeout="
-        f"{config['DB_IDLE_IN_TRANSACTION_TIMEOUT_MS']}"
-        # Short OLTP queries: JIT compilation (tens of ms) never pays off, and
-        # a misestimate on a freshly filled table would trigger it.
-        " -c jit=off"
-    )
+    if config["DB_POOL_SIZE"] == 0:
+        pool_options = {"poolclass": NullPool}
+    else:
+        pool_options = {
+            "pool_size": config["DB_POOL_SIZE"],
+            "max_overflow": 0,
+            "pool_timeout": config["DB_POOL_TIMEOUT"],
+            # A connection the server (or a network cut) closed while it sat
+            # in the pool is noticed and replaced before a request gets it.
+            "pool_pre_ping": True,
+        }
     engine = create_engine(
         config["DATABASE_URL"],
-        pool_size=config["DB_POOL_SIZE"],
-        max_overflow=0,
-        pool_timeout=config["DB_POOL_TIMEOUT"],
-        # A connection the server (or a network cut) closed while it sat in
-        # the pool is noticed and replaced before a request gets it.
-        pool_pre_ping=True,
+        **pool_options,
         connect_args={
             "connect_timeout": config["DB_CONNECT_TIMEOUT"],
-            "options": options,
             "keepalives": 1,
             "keepalives_idle": 30,
             "keepalives_interval": 10,
@@ -84,8 +89,11 @@ def build_engine(config) -> Engine:
 
 def _name_connection(dialect, conn_rec, cargs, cparams) -> None:
     # Evaluated at connect time, in the process that connects, so
-    # pg_stat_activity shows which worker holds each connection.
-    cparams["application_name"] = f"myapp[{os.getpid()}]"
+    # pg_stat_activity shows which worker holds each connection. A name
+    # given in DATABASE_URL (?application_name=myapp) wins: behind PgBouncer
+    # a server connection serves every worker in turn, and PgBouncer sends a
+    # SET application_name each time it changes hands between two names.
+    cparams.setdefault("application_name", f"myapp[{os.getpid()}]")
 
 
 def engine() -> Engine:

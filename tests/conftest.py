@@ -30,8 +30,9 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
-from myapp import create_app, db
-from tests.support import database, factories
+from myapp import PROJECT_ROOT, config, create_app, db
+from myapp.migrating import init_database
+from tests.support import database, factories, fault_report
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +41,11 @@ def database_url():
         url = database.create_test_database()
     except database.ServerUnreachable as err:
         pytest.exit(str(err), returncode=3)
-    database.upgrade_to_head(url)  # the schema as every deployment gets it: the migrations
+    # What init-db does: the schema by the migrations, and the app's session
+    # limits as the role's defaults there.
+    init_database(config.from_environment(PROJECT_ROOT / "instance",
+                                          {"DATABASE_URL": url.render_as_string(hide_password=False),
+                                           "SECRET_KEY": "unused"}))
     yield url
     db.Session.remove()
     database.drop_test_database(url)
@@ -152,3 +157,11 @@ def make_user(app):
     """``make_user(name=..., email=...)``: a user (and its audit row) made
     through the app's own service."""
     return functools.partial(factories.make_user, app)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The figures the fault and scale-out scenarios measured (tests/support/fault_report.py)."""
+    if fault_report.FIGURES:
+        terminalreporter.write_sep(
+            "=", "measured figures (see docs/reliability.md and docs/deployment.md)")
+        terminalreporter.write_line(fault_report.table())

@@ -29,6 +29,7 @@ from myapp.migrating.config import alembic_config, current_revision, migration_e
 from myapp.migrating.config import target_metadata
 from myapp.migrating.lock import one_at_a_time
 from myapp.migrating.provisioning import create_database_if_missing
+from myapp.role_settings import apply_role_settings
 
 __all__ = ["ADOPTION_REVISION", "InitRefused", "InitReport", "init_database"]
 
@@ -53,7 +54,9 @@ def init_database(
     untouched) and upgraded; otherwise :class:`InitRefused` names the first
     difference, and nothing has changed. ``drop`` first drops every table of
     the app and ``alembic_version`` (after the same check for tables that are
-    not the app's). All of it under :func:`one_at_a_time`.
+    not the app's). Then the app's session limits become the role's defaults
+    in this database (:mod:`myapp.role_settings`). All of it under
+    :func:`one_at_a_time`.
     """
     created = create_database_if_missing(settings["DATABASE_URL"], settings["DB_CONNECT_TIMEOUT"])
     engine = migration_engine(settings)
@@ -75,6 +78,9 @@ def init_database(
             before = current_revision(conn)
             conn.commit()
             command.upgrade(alembic_config(conn), "head")
+            # The app's session limits as the role's defaults in this database:
+            # they hold through PgBouncer, which refuses per-connection options.
+            apply_role_settings(engine, settings)
             return InitReport(created, drop, adopted, before, current_revision(conn))
     finally:
         engine.dispose()

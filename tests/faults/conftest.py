@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from harness.gunicorn import GunicornServer
-from tests.support import fault_report
 from tests.support.proxy import TcpProxy
 
 
@@ -36,9 +35,3 @@ def start_server(proxied_url):
     yield start
     for server in servers:
         server.stop()
-
-
-def pytest_terminal_summary(terminalreporter):
-    if fault_report.FIGURES:
-        terminalreporter.write_sep("=", "fault-injection figures (see docs/reliability.md)")
-        terminalreporter.write_line(fault_report.table())

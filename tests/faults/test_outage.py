@@ -15,7 +15,8 @@ import requests
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from myapp import db
+from myapp import config, db
+from myapp.role_settings import apply_role_settings
 from tests.support import fault_report
 from tests.support.database import assert_nothing_written
 from tests.support.http import Browser
@@ -29,6 +30,9 @@ POOL_TIMEOUT, CONNECT_TIMEOUT = 3, 2
 ENV = {"DB_POOL_TIMEOUT": str(POOL_TIMEOUT), "DB_CONNECT_TIMEOUT": str(CONNECT_TIMEOUT)}
 # The contract: a 503 "within DB_POOL_TIMEOUT + a few seconds".
 ANSWER_BOUND = POOL_TIMEOUT + CONNECT_TIMEOUT + 5
+# The session limits init-db sets by default (restored after a test changes them).
+LIMITS = {"DB_STATEMENT_TIMEOUT_MS": config.DEFAULT_STATEMENT_TIMEOUT_MS,
+          "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS": config.DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS}
 # 409: an edit that lost a race with another client's; 404: a detail page
 # asked for before any user existed.
 OK = {200, 303, 404, 409}
@@ -171,16 +175,18 @@ def median_seconds(results) -> float:
 
 
 def test_statement_over_timeout_is_a_clean_503_and_frees_the_connection(
-    start_server, inspect_engine, tables
+    start_server, inspect_engine, tables, request
 ):
     """A query held up past ``statement_timeout`` (here: by a lock, as a
     migration would take one) is cancelled by PostgreSQL; the request gets the
     503 page, its transaction is rolled back and its connection is reused."""
     threads = 4
     timeout_ms = 1000
-    server = start_server(
-        workers=WORKERS, threads=threads, env={**ENV, "DB_STATEMENT_TIMEOUT_MS": str(timeout_ms)}
-    )
+    # What `DB_STATEMENT_TIMEOUT_MS=1000 flask init-db` sets: the role's own
+    # default in this database, which every new connection takes.
+    apply_role_settings(inspect_engine, {**LIMITS, "DB_STATEMENT_TIMEOUT_MS": timeout_ms})
+    request.addfinalizer(lambda: apply_role_settings(inspect_engine, LIMITS))
+    server = start_server(workers=WORKERS, threads=threads, env=ENV)
     browsers = [Browser(server.url) for _ in range(WORKERS * threads)]
     tokens = [browser.csrf_token() for browser in browsers]
 

@@ -1,9 +1,9 @@
-"""Figures the fault scenarios measured, printed as one table at the end of the run.
+"""Figures the fault and scale-out scenarios measured: one table at the end of the run.
 
 Tests assert correctness and generous bounds only; the exact numbers of a run
 (requests, errors, acknowledged vs stored writes, peak connections, recovery
 time) are recorded here, printed by ``pytest_terminal_summary`` in
-``tests/faults/conftest.py`` and copied into docs/reliability.md.
+``tests/conftest.py`` and copied into docs/reliability.md and docs/deployment.md.
 """
 
 from __future__ import annotations

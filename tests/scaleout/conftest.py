@@ -1,0 +1,31 @@
+"""One local cluster (``make cluster`` on free ports in a temp dir) for this package's tests."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
+
+from harness.cluster import LocalCluster
+from tests.support.database import Tables, truncate_tables
+
+
+@pytest.fixture(scope="package")
+def cluster():
+    with LocalCluster(instances=2) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="package")
+def primary(cluster):
+    """The cluster's primary, straight (not through PgBouncer), for the tests' own looks."""
+    engine = create_engine(cluster.database_url("primary"), poolclass=NullPool)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def cluster_tables(primary) -> Tables:
+    """The cluster's tables, read on its primary; emptied first (ids from 1)."""
+    truncate_tables(primary)
+    return Tables(primary)
