@@ -23,6 +23,7 @@ from flask import Flask
 from sqlalchemy import Engine, create_engine, event, orm, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.pool import NullPool
 
 # expire_on_commit=False: objects a service returns stay readable after its
 # transaction commits, without a surprise SELECT (or a DetachedInstanceError
