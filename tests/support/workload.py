@@ -20,6 +20,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import requests
+import urllib3
 from sqlalchemy import text
 
 from tests.support.http import Browser
@@ -41,12 +42,32 @@ class Result:
     created_id: int | None = None  # set on a 303-acknowledged create
     edited: bool = False  # a 303-acknowledged edit
     own_error_page: bool = True  # a 5xx answer is the site's own page, no internals
+    error: str | None = None  # why there was no HTTP answer
+
+
+def closed_before_any_answer(err: requests.ConnectionError) -> bool:
+    """The server closed the connection without a byte of answer (a reset,
+    or "Remote end closed connection without response")."""
+    reason = err.args[0] if err.args else None
+    return (isinstance(reason, urllib3.exceptions.ProtocolError) and len(reason.args) > 1
+            and isinstance(reason.args[1], (ConnectionResetError, BrokenPipeError)))
 
 
 class Client:
-    """One simulated visitor."""
+    """One simulated visitor.
 
-    def __init__(self, base_url: str, seed: int, known_ids: list[int]):
+    ``resend_when_closed``: like a browser, send a request once more when the
+    server closed its kept-alive connection without answering. Only for a
+    server that closes a connection unanswered just when it has read no
+    request on it, as nginx does when a reload retires its old workers (any
+    HTTP server closing an idle kept-alive connection races the client's
+    next request on it); a gunicorn worker killed mid-request closes it
+    unanswered too, after it may have written.
+    """
+
+    def __init__(self, base_url: str, seed: int, known_ids: list[int],
+                 resend_when_closed: bool = False):
+        self.resend_when_closed = resend_when_closed
         self.browser = Browser(base_url)
         self.rng = random.Random(seed)
         self.known_ids = known_ids
@@ -57,11 +78,20 @@ class Client:
     def request(self, kind: str) -> Result:
         started = time.monotonic()
         try:
-            response = getattr(self, f"_{kind}")()
-        except requests.RequestException:
+            response = self._send(kind)
+        except requests.RequestException as err:
             self.token = None  # a new connection may land on a new worker
-            return Result(kind, None, started, time.monotonic() - started)
+            return Result(kind, None, started, time.monotonic() - started,
+                          error=f"{type(err).__name__}: {err}")
         return self._result(kind, response, started)
+
+    def _send(self, kind: str) -> requests.Response:
+        try:
+            return getattr(self, f"_{kind}")()
+        except requests.ConnectionError as err:
+            if not (self.resend_when_closed and closed_before_any_answer(err)):
+                raise
+        return getattr(self, f"_{kind}")()
 
     def _result(self, kind: str, response: requests.Response, started: float) -> Result:
         created_id = None
@@ -120,11 +150,13 @@ class Load:
     """``clients`` threads sending the mix until ``total`` requests or ``stop()``."""
 
     def __init__(self, base_url: str, *, clients: int, total: int | None = None,
-                 mix: dict[str, int] = MIX, known_ids: list[int] | None = None, seed: int = 1):
+                 mix: dict[str, int] = MIX, known_ids: list[int] | None = None, seed: int = 1,
+                 resend_when_closed: bool = False):
         self.total = total
         self.results: list[Result] = []
         self.known_ids = known_ids if known_ids is not None else []
-        self._clients = [Client(base_url, seed + n, self.known_ids) for n in range(clients)]
+        self._clients = [Client(base_url, seed + n, self.known_ids, resend_when_closed)
+                         for n in range(clients)]
         self._kinds = random.Random(seed).choices(list(mix), list(mix.values()), k=100_000)
         self._issued = 0
         self._lock = threading.Lock()
