@@ -1,7 +1,23 @@
 """gunicorn settings for myapp: threaded (gthread) workers sized from the
 environment, see README "Configuration"."""
 
-from myapp.config import gunicorn_bind, gunicorn_threads, gunicorn_workers
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+# Metrics: prometheus_client's multiprocess mode, one directory per server.
+# This must come before anything imports prometheus_client (myapp does),
+# which picks per-process or multiprocess storage once, at import. Without
+# PROMETHEUS_MULTIPROC_DIR the server makes a private temporary directory
+# (and deletes it on exit); the marker survives a config reload (SIGHUP),
+# which runs this file again.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="myapp-metrics-")
+    os.environ["MYAPP_METRICS_DIR_IS_TEMPORARY"] = "1"
+metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+
+from myapp.config import gunicorn_bind, gunicorn_threads, gunicorn_workers, log_format  # noqa: E402
 
 wsgi_app = "wsgi:app"
 worker_class = "gthread"
@@ -29,6 +45,12 @@ limit_request_fields = 40
 
 accesslog = "-"
 errorlog = "-"
+# LOG_FORMAT (text | json) is checked here, at start-up; the logger class
+# writes every line, gunicorn's and the app's, in that format, each with its
+# request id. In text, the access line is gunicorn's usual one plus the id.
+log_format()
+logger_class = "myapp.observability.logs.GunicornLogger"
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %({x-request-id}o)s'
 # On SIGTERM, in-flight requests get this long to finish.
 graceful_timeout = 30
 # Note: in a gthread worker this is a heartbeat, not a request time limit;
@@ -55,6 +77,11 @@ def on_starting(server):
             f"gunicorn --threads {server.cfg.threads} differs from GUNICORN_THREADS ({threads}),"
             " which also sizes the database pool: set GUNICORN_THREADS instead"
         )
+    # Counts left by an earlier server in this directory must not be added
+    # to this one's.
+    from myapp.observability import multiprocess
+
+    multiprocess.wipe(metrics_dir)
 
 
 def post_fork(server, worker):
@@ -63,3 +90,17 @@ def post_fork(server, worker):
     from myapp import db
 
     db.dispose_inherited_pool()
+
+
+def child_exit(server, worker):
+    # Any worker exit (graceful, crash, SIGKILL): its live gauges go, its
+    # counters are kept in one archive file per type, so totals neither
+    # reset nor double, and files do not pile up as workers come and go.
+    from myapp.observability import multiprocess
+
+    multiprocess.retire_worker(worker.pid, metrics_dir)
+
+
+def on_exit(server):
+    if os.environ.get("MYAPP_METRICS_DIR_IS_TEMPORARY") == "1":
+        shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 
-from myapp import cli, config, db, errors, guards, routing, templating, views
+from myapp import cli, config, db, errors, guards, observability, routing, templating, views
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,6 +27,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.config.from_mapping(config.from_environment(Path(app.instance_path), overrides))
     register_request_guards(app)
     register_extensions(app)
+    register_observability(app)
     register_url_converters(app)
     register_blueprints(app)
     register_template_helpers(app)
@@ -44,6 +45,11 @@ def register_request_guards(app: Flask) -> None:
 def register_extensions(app: Flask) -> None:
     db.init_app(app)  # the engine, the session registry, its teardown remove()
     csrf.init_app(app)
+
+
+def register_observability(app: Flask) -> None:
+    # Request ids, request metrics, GET /metrics (myapp/observability/).
+    observability.init_app(app)
 
 
 def register_url_converters(app: Flask) -> None:

@@ -27,6 +27,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import NullPool
 
 from myapp.models import Base
+from myapp.observability import database as observed_database
 
 # expire_on_commit=False: objects a service returns stay readable after its
 # transaction commits, without a surprise SELECT (or a DetachedInstanceError
@@ -50,12 +51,14 @@ def init_app(app: Flask) -> None:
     app.teardown_appcontext(remove_session)
 
 
-def build_engine(config) -> Engine:
+def build_engine(config, *, instrumented: bool = True) -> Engine:
     """An engine whose pool matches the worker's threads.
 
     ``max_overflow=0``: the pool *is* the limit. With one connection per
     thread a request never waits for another's connection; if one does (a
     misconfiguration), it waits ``DB_POOL_TIMEOUT`` seconds and gets a 503.
+    ``instrumented``: pool and SQL metrics (see myapp.observability.database);
+    only the benchmark turns them off, to measure what they cost.
     """
     options = (
         f"-c statement_timeout={config['DB_STATEMENT_TIMEOUT_MS']}"
@@ -65,8 +68,13 @@ def build_engine(config) -> Engine:
         # a misestimate on a freshly filled table would trigger it.
         " -c jit=off"
     )
+    pool_options = {"poolclass": observed_database.pool_class("primary")} if instrumented else {}
     engine = create_engine(
         config["DATABASE_URL"],
+        **pool_options,
+        # Bound values stay out of error messages, so no value a visitor
+        # typed (one day a password) reaches a log line with an exception.
+        hide_parameters=True,
         pool_size=config["DB_POOL_SIZE"],
         max_overflow=0,
         pool_timeout=config["DB_POOL_TIMEOUT"],
@@ -83,6 +91,8 @@ def build_engine(config) -> Engine:
         },
     )
     event.listen(engine, "do_connect", _name_connection)
+    if instrumented:
+        observed_database.instrument(engine, "primary")
     return engine
 
 
