@@ -16,6 +16,7 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="myapp-metrics-")
     os.environ["MYAPP_METRICS_DIR_IS_TEMPORARY"] = "1"
 metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+metrics_dir.mkdir(parents=True, exist_ok=True)
 
 from myapp.config import gunicorn_bind, gunicorn_threads, gunicorn_workers, log_format  # noqa: E402
 
