@@ -10,7 +10,10 @@ each scenario the median throughput and the median CPU time the workers
 spent per request (read from /proc before and after each run: on a shared,
 busy machine throughput swings with the neighbours' load, CPU per request
 much less), and the cost of *on* against *off* in both (target: at most
-5 %). Writes ``bench/results/<date>-observability.{json,md}``.
+5 %). Then, after both servers stopped, the paired in-process measurement
+of ``bench/observability_cpu.py`` (CPU per request, on and off alternating
+block by block), which stays precise when the machine is busy. Writes
+``bench/results/<date>-observability.{json,md}``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import sys
 from contextlib import ExitStack
 from datetime import datetime, timezone
 
+from bench import observability_cpu
 from bench.suite import (
     ROOT, THREADS, WORKERS, csrf_session, database_url, drop_database, fresh_database,
     machine_info, rps_recorder, save_results, seed, wrk,
@@ -43,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=int, default=6, help="seconds per wrk run")
+    parser.add_argument("--cpu-rounds", type=int, default=15,
+                        help="rounds of the paired in-process measurement")
+    parser.add_argument("--block", type=int, default=200, help="requests per in-process block")
     args = parser.parse_args(argv)
 
     started = datetime.now(timezone.utc)
@@ -59,10 +66,14 @@ def main(argv: list[str] | None = None) -> int:
                 for name, (module, log_format, _) in SERVERS.items()
             }
             measure(servers, args, runs)
+        print("in-process, paired (CPU ms per request)", flush=True)
+        paired = observability_cpu.measure(url, args.cpu_rounds, args.block)
     finally:
         drop_database(url)
 
     results = summarise(runs, args, started)
+    results["in_process"] = {"rounds": args.cpu_rounds, "block": args.block,
+                             **observability_cpu.summarise(paired)}
     out = ROOT / "bench" / "results" / f"{started:%Y-%m-%d}-observability"
     save_results(out, results, markdown(results))
     return 0
@@ -154,6 +165,19 @@ def markdown(results: dict) -> str:
             f" | {cost['throughput_cost']:.1%} | {off['cpu_ms_per_request_median']:.3f}"
             f" | {on['cpu_ms_per_request_median']:.3f} | {cost['cpu_cost']:.1%}"
             f" | {'yes' if cost['within_target'] else 'no'} |")
+    paired = results["in_process"]
+    lines += [
+        "",
+        f"Paired in one process ({paired['rounds']} rounds of {paired['block']} requests"
+        " per variant, CPU of the process):",
+        "",
+        "| scenario | off CPU ms/req | on CPU ms/req | cost of on | ≤ 5 % |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    for scenario in ("first page", "create"):
+        row = paired[scenario]
+        lines.append(f"| {scenario} | {row['off_cpu_ms']:.3f} | {row['on_cpu_ms']:.3f}"
+                     f" | {row['cost']:.1%} | {'yes' if row['cost'] <= TARGET_COST else 'no'} |")
     lines += ["", "on: " + results["servers"]["on"] + "; off: " + results["servers"]["off"] + "."]
     return "\n".join(lines) + "\n"
 
