@@ -244,3 +244,30 @@ def test_an_unknown_log_format_stops_gunicorn_with_the_variable_named(database_u
             pass
     assert server.process.returncode != 0
 
+
+
+def test_a_reload_replaces_the_workers_and_keeps_the_counts(database_url, tmp_path):
+    """SIGHUP: gunicorn re-reads its config (gunicorn.conf.py runs again) and
+    replaces every worker; the directory is not wiped, the old workers' counts
+    are kept, and the private-directory marker survives."""
+    with GunicornServer(database_url, workers=2, threads=1,
+                        env={"TMPDIR": str(tmp_path)}) as server:
+        for _ in range(6):
+            assert fresh_get(server.url + "/users").status_code == 200
+        [private] = tmp_path.glob("myapp-metrics-*")
+        old = {f"{pid}.db" for pid in server.worker_pids()}
+
+        def old_files():
+            return [p for p in private.glob("*.db") if p.name.rsplit("_", 1)[1] in old]
+
+        assert old_files()
+        server.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        # Replaced: two workers, none of the old ones, and their files folded.
+        while not (len(server.worker_pids()) == 2
+                   and not old & {f"{pid}.db" for pid in server.worker_pids()}
+                   and not old_files()):
+            assert time.monotonic() < deadline, "workers were not replaced"
+            time.sleep(0.1)  # polling the process table and the directory
+        assert scrape(server.url).value("myapp_http_requests_total", **USERS_200) == 6
+    assert not list(tmp_path.glob("myapp-metrics-*"))
