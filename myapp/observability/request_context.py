@@ -99,6 +99,9 @@ class RequestObserver:
     def __init__(self, wsgi_app, slow_request_ms: int):
         self.wsgi_app = wsgi_app
         self.slow_request_seconds = slow_request_ms / 1000
+        # (route, method, status) -> that request's metric children: looked
+        # up once per label set instead of four times per request.
+        self._children: dict[tuple[str, str, int], tuple] = {}
 
     def __call__(self, environ, start_response):
         observed = ObservedRequest(
@@ -129,10 +132,19 @@ class RequestObserver:
         route = observed.route
         method = observed.method if observed.method in KNOWN_METHODS else "other"
         status = observed.status or 500  # no response started: the app raised
-        metrics.HTTP_REQUESTS.labels(route, method, str(status)).inc()
-        metrics.HTTP_REQUEST_DURATION.labels(route, method).observe(observed.duration)
-        metrics.REQUEST_SQL_STATEMENTS.labels(route).observe(observed.sql_statements)
-        metrics.REQUEST_SQL_DURATION.labels(route).observe(observed.sql_seconds)
+        children = self._children.get((route, method, status))
+        if children is None:  # bounded: routes x known methods x status codes
+            children = self._children[(route, method, status)] = (
+                metrics.HTTP_REQUESTS.labels(route, method, str(status)),
+                metrics.HTTP_REQUEST_DURATION.labels(route, method),
+                metrics.REQUEST_SQL_STATEMENTS.labels(route),
+                metrics.REQUEST_SQL_DURATION.labels(route),
+            )
+        requests, duration, sql_statements, sql_duration = children
+        requests.inc()
+        duration.observe(observed.duration)
+        sql_statements.observe(observed.sql_statements)
+        sql_duration.observe(observed.sql_seconds)
         if observed.duration > self.slow_request_seconds:
             log.warning(
                 "slow request: %s %s answered %s in %.0f ms, %d SQL statements took %.0f ms",
