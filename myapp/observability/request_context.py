@@ -140,8 +140,8 @@ class RequestObserver:
                 metrics.REQUEST_SQL_STATEMENTS.labels(route),
                 metrics.REQUEST_SQL_DURATION.labels(route),
             )
-        requests, duration, sql_statements, sql_duration = children
-        requests.inc()
+        answered, duration, sql_statements, sql_duration = children
+        answered.inc()
         duration.observe(observed.duration)
         sql_statements.observe(observed.sql_statements)
         sql_duration.observe(observed.sql_seconds)
