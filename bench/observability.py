@@ -31,7 +31,7 @@ from bench.suite import (
     ROOT, THREADS, WORKERS, csrf_session, database_url, drop_database, fresh_database,
     machine_info, rps_recorder, save_results, seed, wrk,
 )
-from tests.support.server import GunicornServer
+from harness.gunicorn import GunicornServer
 
 USERS = 1_000
 TARGET_COST = 0.05

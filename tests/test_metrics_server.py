@@ -14,9 +14,10 @@ from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from harness.gunicorn import GunicornServer
 from tests.support.prometheus import promtool, scrape, scrape_text
 from tests.support.proxy import TcpProxy
-from tests.support.server import GunicornServer
+from tests.support.sampling import wait_for_a_lock_wait
 
 pytestmark = pytest.mark.server
 
@@ -159,25 +160,13 @@ def table_lock(inspect_engine):
     conn.close()
 
 
-def wait_until_a_request_waits_on_the_lock(inspect_engine, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    query = text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                 " AND application_name LIKE 'myapp[%' AND wait_event_type = 'Lock'")
-    while time.monotonic() < deadline:
-        with inspect_engine.connect() as conn:
-            if conn.scalar(query):
-                return
-        time.sleep(0.05)  # polling pg_stat_activity for the blocked request
-    raise AssertionError("no request ever waited on the lock")
-
-
 def test_pool_saturation_shows_in_the_wait_histogram_and_timeouts(
         database_url, inspect_engine, table_lock):
     env = {"DB_POOL_SIZE": "1", "DB_POOL_TIMEOUT": "1"}
     with GunicornServer(database_url, workers=1, threads=4, env=env) as server:
         base = scrape(server.url)
         holder = ThreadPoolExecutor(1).submit(fresh_get, server.url + "/users")
-        wait_until_a_request_waits_on_the_lock(inspect_engine)  # it holds the one connection
+        wait_for_a_lock_wait(inspect_engine)  # it holds the one connection
 
         during = scrape(server.url)
         assert during.value("myapp_db_pool_checked_out_connections", pool="primary") == 1

@@ -17,13 +17,13 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import NullPool
 
+from myapp import db
 from myapp.observability import database, metrics
 from myapp.observability.request_context import request_id_for
-from tests.support.database import row_counts
-from tests.support.factories import make_user
+from harness.gunicorn import free_port
+from tests.support.database import assert_nothing_written
 from tests.support.forms import submit
 from tests.support.prometheus import Scrape
-from tests.support.server import free_port
 
 FRESH_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -109,15 +109,15 @@ def test_unmatched_paths_and_unknown_methods_share_one_series(client):
     assert "/nothing/" not in scraped
 
 
-def test_sql_statements_of_a_request_are_counted_and_timed(client, app, database_url):
-    user_id = make_user(app).id
+def test_sql_statements_of_a_request_are_counted_and_timed(client, app, make_user):
+    user_id = make_user().id
     route = "/users/<id:user_id>"
     seen = []  # what the database really received, counted independently
 
     def count(conn, cursor, statement, parameters, context, executemany):
         seen.append(statement)
 
-    engine = app.extensions["myapp.engine"]
+    engine = db.engine()
     event.listen(engine, "before_cursor_execute", count)
     try:
         count_before = sample("myapp_http_request_sql_statements_count", route=route)
@@ -136,7 +136,7 @@ def test_sql_statements_of_a_request_are_counted_and_timed(client, app, database
 
 
 def test_pool_gauges_follow_checkouts(app):
-    engine = app.extensions["myapp.engine"]
+    engine = db.engine()
     assert sample("myapp_db_pool_size", pool="primary") == 8
     before = sample("myapp_db_pool_checked_out_connections", pool="primary")
     waits = sample("myapp_db_pool_checkout_wait_seconds_count", pool="primary")
@@ -147,7 +147,7 @@ def test_pool_gauges_follow_checkouts(app):
 
 
 def test_an_invalidated_connection_is_counted(app):
-    engine = app.extensions["myapp.engine"]
+    engine = db.engine()
     before = sample("myapp_db_pool_invalidations_total", pool="primary")
     with engine.connect() as conn:
         conn.invalidate()
@@ -187,22 +187,23 @@ def test_database_errors_are_classified_by_cause(database_url):
 # --- feature counters and the hooks for other features ----------------------------
 
 
-def test_import_rows_are_counted_once_committed(client, inspect_engine):
+def test_import_rows_are_counted_once_committed(client, tables):
     created = sample("myapp_import_rows_total", outcome="created")
     rejected = sample("myapp_import_rows_total", outcome="rejected")
     csv = "name,email\nAda,ada@example.com\nBob,not-an-email\nCy,cy@example.com\n"
     response = submit(client, "/users/import", {"csv": csv}, page="/users/import")
     assert response.status_code == 200
-    assert row_counts(inspect_engine) == (2, 2)
+    assert tables.counts() == (2, 2)
     assert sample("myapp_import_rows_total", outcome="created") == created + 2
     assert sample("myapp_import_rows_total", outcome="rejected") == rejected + 1
 
 
-def test_a_refused_import_counts_no_rows(client, inspect_engine):
+def test_a_refused_import_counts_no_rows(client, tables):
     created = sample("myapp_import_rows_total", outcome="created")
-    response = submit(client, "/users/import", {"csv": "not,a header\n1,2\n"}, page="/users/import")
+    with assert_nothing_written(tables):
+        response = submit(client, "/users/import", {"csv": "not,a header\n1,2\n"},
+                          page="/users/import")
     assert response.status_code == 422
-    assert row_counts(inspect_engine) == (0, 0)
     assert sample("myapp_import_rows_total", outcome="created") == created
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import requests
 
+from harness.gunicorn import GunicornServer
 from tests.support.prometheus import RULES_DIR, PrometheusServer, promtool
-from tests.support.server import GunicornServer
 
 ALERTS = {"MyappInstanceDown", "MyappHigh503Rate", "MyappPoolSaturated", "MyappReplicaLagging"}
 

@@ -7,8 +7,8 @@ import json
 import pytest
 import requests
 
+from harness.gunicorn import GunicornServer
 from tests.support.forms import extract_csrf_token
-from tests.support.server import GunicornServer
 
 pytestmark = pytest.mark.server
 

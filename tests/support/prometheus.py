@@ -17,7 +17,8 @@ from pathlib import Path
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.server import PROJECT_ROOT, free_port
+from harness import PROJECT_ROOT
+from harness.gunicorn import free_port
 
 RULES_DIR = PROJECT_ROOT / "deploy" / "prometheus"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
