@@ -1,6 +1,7 @@
 """gunicorn settings for myapp: threaded (gthread) workers sized from the
 environment, see README "Configuration"."""
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -8,13 +9,34 @@ from pathlib import Path
 
 # Metrics: prometheus_client's multiprocess mode, one directory per server.
 # This must come before anything imports prometheus_client (myapp does),
-# which picks per-process or multiprocess storage once, at import. Without
-# PROMETHEUS_MULTIPROC_DIR the server makes a private temporary directory
-# (and deletes it on exit); the marker survives a config reload (SIGHUP),
-# which runs this file again.
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="myapp-metrics-")
-    os.environ["MYAPP_METRICS_DIR_IS_TEMPORARY"] = "1"
+# which picks per-process or multiprocess storage once, at import.
+PRIVATE_METRICS_DIR = "MYAPP_PRIVATE_METRICS_DIR"  # "<master pid> <path>"
+
+
+def _metrics_directory() -> str:
+    """PROMETHEUS_MULTIPROC_DIR if the operator set it, else a private
+    temporary directory of this master's, deleted when the master exits,
+    also when a setting stops it at start-up. A config reload runs this
+    file again in the same master: it keeps its own.
+    A private directory named in an environment inherited from another
+    process (one that read this file) is that process's: never shared."""
+    chosen = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    owner, _, private = os.environ.get(PRIVATE_METRICS_DIR, "").partition(" ")
+    if chosen and (chosen != private or owner == str(os.getpid())):
+        return chosen
+    private = tempfile.mkdtemp(prefix="myapp-metrics-")
+    os.environ[PRIVATE_METRICS_DIR] = f"{os.getpid()} {private}"
+    atexit.register(_remove_private_directory, os.getpid(), private)
+    return private
+
+
+def _remove_private_directory(master_pid: int, path: str) -> None:
+    # Workers are forked with this handler registered; only the master removes.
+    if os.getpid() == master_pid:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_directory()
 metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 metrics_dir.mkdir(parents=True, exist_ok=True)
 
@@ -101,7 +123,3 @@ def child_exit(server, worker):
 
     multiprocess.retire_worker(worker.pid, metrics_dir)
 
-
-def on_exit(server):
-    if os.environ.get("MYAPP_METRICS_DIR_IS_TEMPORARY") == "1":
-        shutil.rmtree(metrics_dir, ignore_errors=True)

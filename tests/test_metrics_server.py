@@ -142,6 +142,24 @@ def test_without_a_directory_the_server_makes_and_removes_its_own(database_url, 
     assert not list(tmp_path.glob("myapp-metrics-*"))
 
 
+def test_a_private_directory_in_an_inherited_environment_is_never_shared(database_url, tmp_path):
+    """A process that read gunicorn.conf.py (and so made a private directory)
+    starts a server with its environment: the server makes its own, and
+    neither uses nor deletes the other's."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "counter_archive.db").write_bytes(b"")
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(theirs),
+           "MYAPP_PRIVATE_METRICS_DIR": f"{os.getpid()} {theirs}", "TMPDIR": str(tmp_path)}
+    with GunicornServer(database_url, workers=1, threads=1, env=env) as server:
+        assert fresh_get(server.url + "/users").status_code == 200
+        [own] = tmp_path.glob("myapp-metrics-*")
+        assert list(own.glob("*.db"))
+        assert scrape(server.url).value("myapp_http_requests_total", **USERS_200) == 1
+    assert [p.name for p in theirs.iterdir()] == ["counter_archive.db"]
+    assert not own.exists()
+
+
 @pytest.fixture
 def table_lock(inspect_engine):
     """Hold an ACCESS EXCLUSIVE lock on users until ``release()``: reads wait behind it."""
@@ -225,13 +243,14 @@ def test_a_database_cut_shows_in_the_503_counter_by_cause(database_url):
     assert back.value("myapp_http_requests_total", **USERS_200) == 2
 
 
-def test_an_unknown_log_format_stops_gunicorn_with_the_variable_named(database_url):
-    server = GunicornServer(database_url, workers=1, threads=1, env={"LOG_FORMAT": "xml"},
-                            ready_timeout=15)
+def test_an_unknown_log_format_stops_gunicorn_with_the_variable_named(database_url, tmp_path):
+    server = GunicornServer(database_url, workers=1, threads=1, ready_timeout=15,
+                            env={"LOG_FORMAT": "xml", "TMPDIR": str(tmp_path)})
     with pytest.raises(RuntimeError, match="LOG_FORMAT must be text or json"):
         with server:
             pass
     assert server.process.returncode != 0
+    assert not list(tmp_path.glob("myapp-metrics-*"))  # its private directory went with it
 
 
 

@@ -8,19 +8,21 @@ matters most.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flask import Blueprint, Response
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from myapp.observability import multiprocess
+from myapp.observability import metrics, multiprocess
 
 bp = Blueprint("metrics", __name__)
 
 
 @bp.get("/metrics")
-def metrics() -> Response:
-    if multiprocess.directory() is not None:
-        body = multiprocess.collect()  # every gunicorn worker of this instance
+def expose() -> Response:
+    if metrics.MULTIPROCESS_DIR is not None:
+        body = multiprocess.collect(Path(metrics.MULTIPROCESS_DIR))  # every gunicorn worker
     else:
         body = generate_latest(REGISTRY)  # one process: `flask run`, the test client
     # The classic text format (0.0.4): what generate_latest writes, and what

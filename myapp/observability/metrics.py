@@ -21,7 +21,16 @@ Rules every metric here follows, because they keep Prometheus healthy:
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import Counter, Gauge, Histogram
+
+# Where this process's metric values live, as prometheus_client saw it when
+# it was imported (it decides once): gunicorn.conf.py sets the variable for
+# the server; None means plain per-process values (`flask run`, tests,
+# commands). Read once here, so a later change to the environment cannot
+# make /metrics read a directory these metrics never wrote to.
+MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 # --- requests ---------------------------------------------------------------
 

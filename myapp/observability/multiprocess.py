@@ -34,16 +34,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-DIRECTORY_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 LOCK_FILE = "fold.lock"  # not *.db: the collector reads every *.db file
 # Types whose values outlive their process; their files are folded.
 FOLDED_TYPES = ("counter", "histogram", "summary")
-
-
-def directory() -> Path | None:
-    """The multiprocess directory, or None when metrics are per process."""
-    path = os.environ.get(DIRECTORY_VARIABLE)
-    return Path(path) if path else None
 
 
 @contextmanager
@@ -99,9 +92,8 @@ def _fold(worker_file: Path, archive: Path) -> None:
     worker_file.unlink()
 
 
-def collect() -> bytes:
+def collect(path: Path) -> bytes:
     """Every worker's metrics (live and retired), in Prometheus' text format."""
-    path = directory()
     registry = CollectorRegistry()
     MultiProcessCollector(registry, str(path))
     with _locked(path, fcntl.LOCK_SH):
