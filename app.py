@@ -1,9 +1,15 @@
 """Entry point for the ``flask`` CLI: ``flask --app app init-db``."""
 
+import os
 import sys
 
-from myapp import create_app
-from myapp.config import ConfigError
+# A CLI command is no gunicorn worker: if it wrote metric files into a
+# server's PROMETHEUS_MULTIPROC_DIR (an environment shared with the server),
+# nothing would ever retire them. Its metrics stay in its own memory.
+os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+
+from myapp import create_app  # noqa: E402
+from myapp.config import ConfigError  # noqa: E402
 
 try:
     app = create_app()

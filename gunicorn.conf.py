@@ -1,7 +1,46 @@
 """gunicorn settings for myapp: threaded (gthread) workers sized from the
 environment, see README "Configuration"."""
 
-from myapp.config import gunicorn_bind, gunicorn_threads, gunicorn_workers
+import atexit
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+# Metrics: prometheus_client's multiprocess mode, one directory per server.
+# This must come before anything imports prometheus_client (myapp does),
+# which picks per-process or multiprocess storage once, at import.
+PRIVATE_METRICS_DIR = "MYAPP_PRIVATE_METRICS_DIR"  # "<master pid> <path>"
+
+
+def _metrics_directory() -> str:
+    """PROMETHEUS_MULTIPROC_DIR if the operator set it, else a private
+    temporary directory of this master's, deleted when the master exits,
+    also when a setting stops it at start-up. A config reload runs this
+    file again in the same master: it keeps its own.
+    A private directory named in an environment inherited from another
+    process (one that read this file) is that process's: never shared."""
+    chosen = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    owner, _, private = os.environ.get(PRIVATE_METRICS_DIR, "").partition(" ")
+    if chosen and (chosen != private or owner == str(os.getpid())):
+        return chosen
+    private = tempfile.mkdtemp(prefix="myapp-metrics-")
+    os.environ[PRIVATE_METRICS_DIR] = f"{os.getpid()} {private}"
+    atexit.register(_remove_private_directory, os.getpid(), private)
+    return private
+
+
+def _remove_private_directory(master_pid: int, path: str) -> None:
+    # Workers are forked with this handler registered; only the master removes.
+    if os.getpid() == master_pid:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_directory()
+metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+metrics_dir.mkdir(parents=True, exist_ok=True)
+
+from myapp.config import gunicorn_bind, gunicorn_threads, gunicorn_workers, log_format  # noqa: E402
 
 wsgi_app = "wsgi:app"
 worker_class = "gthread"
@@ -29,6 +68,12 @@ limit_request_fields = 40
 
 accesslog = "-"
 errorlog = "-"
+# LOG_FORMAT (text | json) is checked here, at start-up; the logger class
+# writes every line, gunicorn's and the app's, in that format, each with its
+# request id. In text, the access line is gunicorn's usual one plus the id.
+log_format()
+logger_class = "myapp.observability.logs.GunicornLogger"
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %({x-request-id}o)s'
 # On SIGTERM, in-flight requests get this long to finish.
 graceful_timeout = 30
 # Note: in a gthread worker this is a heartbeat, not a request time limit;
@@ -55,6 +100,11 @@ def on_starting(server):
             f"gunicorn --threads {server.cfg.threads} differs from GUNICORN_THREADS ({threads}),"
             " which also sizes the database pool: set GUNICORN_THREADS instead"
         )
+    # Counts left by an earlier server in this directory must not be added
+    # to this one's.
+    from myapp.observability import multiprocess
+
+    multiprocess.wipe(metrics_dir)
 
 
 def post_fork(server, worker):
@@ -63,3 +113,13 @@ def post_fork(server, worker):
     from myapp import db
 
     db.dispose_inherited_pool()
+
+
+def child_exit(server, worker):
+    # Any worker exit (graceful, crash, SIGKILL): its live gauges go, its
+    # counters are kept in one archive file per type, so totals neither
+    # reset nor double, and files do not pile up as workers come and go.
+    from myapp.observability import multiprocess
+
+    multiprocess.retire_worker(worker.pid, metrics_dir)
+

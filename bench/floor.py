@@ -13,7 +13,6 @@ makes. Writes ``bench/results/<date>-floor.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import json
 import secrets
 import statistics
 import sys
@@ -22,7 +21,7 @@ from datetime import datetime, timezone
 
 from bench.suite import (
     ROOT, THREADS, WORKERS, csrf_session, database_url, drop_database, fresh_database,
-    machine_info, seed, wrk,
+    machine_info, rps_recorder, save_results, seed, wrk,
 )
 from harness.gunicorn import GunicornServer
 
@@ -65,21 +64,12 @@ def main(argv: list[str] | None = None) -> int:
 
     results = summarise(runs, args, started)
     out = ROOT / "bench" / "results" / f"{started:%Y-%m-%d}-floor"
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    table = markdown(results)
-    out.with_suffix(".md").write_text(table)
-    print(table)
-    print(f"json: {out.with_suffix('.json')}\nmarkdown: {out.with_suffix('.md')}")
+    save_results(out, results, markdown(results))
     return 0
 
 
 def measure(hello: GunicornServer, servers: dict[str, GunicornServer], args, runs) -> None:
-    def record(key: str, result: dict) -> None:
-        errors = sum(result["errors"].values())  # connect, read, write, timeout, non-2xx/3xx
-        if errors:
-            raise RuntimeError(f"{key}: {errors} failed requests")
-        runs.setdefault(key, []).append(result["rps"])
-        print(f"  {key:<28} {result['rps']:>8.1f} req/s", flush=True)
+    record = rps_recorder(runs)
 
     for server in servers.values():  # warm-up: templates compiled, pools filled
         wrk(server.url + "/users", 1)

@@ -433,6 +433,27 @@ def summarise(runs: list[dict]) -> dict:
     }
 
 
+def rps_recorder(runs: dict[str, list[float]], width: int = 28):
+    """``record(key, wrk_result)``: keep the run's req/s under ``key``, print it,
+    and stop the benchmark on any failed request."""
+    def record(key: str, result: dict) -> None:
+        errors = sum(result["errors"].values())  # connect, read, write, timeout, non-2xx/3xx
+        if errors:
+            raise RuntimeError(f"{key}: {errors} failed requests")
+        runs.setdefault(key, []).append(result["rps"])
+        print(f"  {key:<{width}} {result['rps']:>8.1f} req/s", flush=True)
+
+    return record
+
+
+def save_results(out: Path, results: dict, table: str) -> None:
+    """``out``.json and ``out``.md, and the table on the console."""
+    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    out.with_suffix(".md").write_text(table)
+    print(table)
+    print(f"json: {out.with_suffix('.json')}\nmarkdown: {out.with_suffix('.md')}")
+
+
 def machine_info() -> dict:
     def cmd(*args: str) -> str:
         return subprocess.run(args, capture_output=True, text=True).stdout.strip()

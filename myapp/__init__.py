@@ -16,6 +16,7 @@ from myapp import (
     db,
     errors,
     guards,
+    observability,
     proxy,
     routing,
     static_files,
@@ -40,6 +41,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     register_proxy_support(app)
     register_request_guards(app)
     register_extensions(app)
+    register_observability(app)
     register_url_converters(app)
     register_static_file_urls(app)
     register_blueprints(app)
@@ -63,6 +65,11 @@ def register_request_guards(app: Flask) -> None:
 def register_extensions(app: Flask) -> None:
     db.init_app(app)  # the engine, the session registry, its teardown remove()
     csrf.init_app(app)
+
+
+def register_observability(app: Flask) -> None:
+    # Request ids, request metrics, GET /metrics (myapp/observability/).
+    observability.init_app(app)
 
 
 def register_url_converters(app: Flask) -> None:

@@ -79,6 +79,17 @@ def database_url() -> str:
     return raw
 
 
+LOG_FORMATS = ("text", "json")
+
+
+def log_format() -> str:
+    """``LOG_FORMAT``: ``text`` (gunicorn's usual lines) or ``json`` (one object a line)."""
+    value = (os.environ.get("LOG_FORMAT") or "text").strip()
+    if value not in LOG_FORMATS:
+        raise ConfigError(f"LOG_FORMAT must be text or json, got {value!r}")
+    return value
+
+
 def gunicorn_threads() -> int:
     """Threads per gunicorn worker; shared with gunicorn.conf.py so both agree."""
     return _int_from_env("GUNICORN_THREADS", 8)
@@ -146,6 +157,10 @@ def from_environment(instance_path: Path, overrides: Mapping[str, Any] | None = 
         # (docs/migrations.md): while it waits, every request that needs the
         # same table queues behind it.
         "MIGRATION_LOCK_TIMEOUT_MS": _int_from_env("MIGRATION_LOCK_TIMEOUT_MS", 2_000),
+        "LOG_FORMAT": log_format(),
+        # A request slower than this is logged at WARNING with its SQL figures
+        # (0: every request, for a while of debugging).
+        "SLOW_REQUEST_MS": _int_from_env("SLOW_REQUEST_MS", 1000, minimum=0),
         "MAX_CONTENT_LENGTH": MAX_BODY_BYTES,
         # Werkzeug caps non-file fields at 500 kB by default; pasted CSV may
         # be as large as an uploaded file.

@@ -25,6 +25,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import NullPool
 
+
+from myapp.observability import database as observed_database
+
 # expire_on_commit=False: objects a service returns stay readable after its
 # transaction commits, without a surprise SELECT (or a DetachedInstanceError
 # once the session is removed).
@@ -47,7 +50,7 @@ def init_app(app: Flask) -> None:
     app.teardown_appcontext(remove_session)
 
 
-def build_engine(config) -> Engine:
+def build_engine(config, *, instrumented: bool = True) -> Engine:
     """An engine whose pool matches the worker's threads.
 
     ``max_overflow=0``: the pool *is* the limit. With one connection per
@@ -61,6 +64,9 @@ def build_engine(config) -> Engine:
     No per-connection settings travel in the startup packet: PgBouncer in
     transaction mode refuses them. The server-side limits are the role's
     own settings in the database instead (myapp/role_settings.py).
+
+    ``instrumented``: pool and SQL metrics (see myapp.observability.database);
+    only the benchmark turns them off, to measure what they cost.
     """
     if config["DB_POOL_SIZE"] == 0:
         pool_options = {"poolclass": NullPool}
@@ -73,9 +79,14 @@ def build_engine(config) -> Engine:
             # in the pool is noticed and replaced before a request gets it.
             "pool_pre_ping": True,
         }
+        if instrumented:
+            pool_options["poolclass"] = observed_database.pool_class("primary")
     engine = create_engine(
         config["DATABASE_URL"],
         **pool_options,
+        # Bound values stay out of error messages, so no value a visitor
+        # typed (one day a password) reaches a log line with an exception.
+        hide_parameters=True,
         connect_args={
             "connect_timeout": config["DB_CONNECT_TIMEOUT"],
             "keepalives": 1,
@@ -85,6 +96,8 @@ def build_engine(config) -> Engine:
         },
     )
     event.listen(engine, "do_connect", _name_connection)
+    if instrumented:
+        observed_database.instrument(engine, "primary")
     return engine
 
 

@@ -15,6 +15,9 @@ from werkzeug.exceptions import HTTPException, NotFound, ServiceUnavailable
 
 from myapp.users import UserNotFound
 
+from myapp.observability import metrics
+from myapp.observability.database import unavailable_cause
+
 CONTENT_SECURITY_POLICY = "; ".join(
     [
         "default-src 'self'",
@@ -71,6 +74,7 @@ def user_not_found(error: UserNotFound):
 
 
 def database_unavailable(error: Exception):
+    metrics.record_database_unavailable(unavailable_cause(error))
     return render_http_error(ServiceUnavailable(DATABASE_UNAVAILABLE))
 
 

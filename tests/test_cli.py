@@ -85,3 +85,18 @@ def test_init_db_refused_by_the_database_is_one_line(database_url):
     engine.dispose()
     assert result.returncode == 1
     assert_one_error_line(result, "lock timeout")
+
+
+@pytest.mark.commits  # a `flask` subprocess writes the imported user
+def test_cli_commands_write_no_metric_files_into_a_servers_directory(database_url, tmp_path):
+    """A server's PROMETHEUS_MULTIPROC_DIR in the environment: a CLI command
+    is no gunicorn worker, nothing would ever retire its files."""
+    csv = tmp_path / "users.csv"
+    csv.write_text("name,email\nAda,ada@example.com\n")
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    result = run_flask("import-users", str(csv), database_url=database_url,
+                       env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
+    assert result.returncode == 0, result.stderr
+    assert "created 1, rejected 0" in result.stdout
+    assert list(metrics_dir.iterdir()) == []

@@ -70,3 +70,31 @@ def test_gunicorn_binds_to_port_on_localhost_unless_bind_is_given(monkeypatch):
     assert config.gunicorn_bind() == "127.0.0.1:8123"
     monkeypatch.setenv("BIND", "0.0.0.0:9000")
     assert config.gunicorn_bind() == "0.0.0.0:9000"
+
+
+@pytest.mark.parametrize("value", ["xml", "JSON ", "Text", "1"])
+def test_log_format_is_text_or_json(tmp_path, monkeypatch, value):
+    monkeypatch.setenv("SECRET_KEY", "x")
+    monkeypatch.setenv("LOG_FORMAT", value)
+    with pytest.raises(config.ConfigError, match="LOG_FORMAT must be text or json"):
+        config.from_environment(tmp_path)
+
+
+def test_log_format_and_slow_request_defaults(tmp_path, monkeypatch):
+    monkeypatch.setenv("SECRET_KEY", "x")
+    monkeypatch.delenv("LOG_FORMAT", raising=False)
+    monkeypatch.delenv("SLOW_REQUEST_MS", raising=False)
+    settings = config.from_environment(tmp_path)
+    assert (settings["LOG_FORMAT"], settings["SLOW_REQUEST_MS"]) == ("text", 1000)
+    monkeypatch.setenv("LOG_FORMAT", "json")
+    monkeypatch.setenv("SLOW_REQUEST_MS", "0")
+    settings = config.from_environment(tmp_path)
+    assert (settings["LOG_FORMAT"], settings["SLOW_REQUEST_MS"]) == ("json", 0)
+
+
+@pytest.mark.parametrize("value", ["fast", "-1", "0.5"])
+def test_slow_request_ms_must_be_a_whole_number(tmp_path, monkeypatch, value):
+    monkeypatch.setenv("SECRET_KEY", "x")
+    monkeypatch.setenv("SLOW_REQUEST_MS", value)
+    with pytest.raises(config.ConfigError, match="SLOW_REQUEST_MS"):
+        config.from_environment(tmp_path)

@@ -7,6 +7,7 @@ import os
 import runpy
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from unittest import mock
 
 import pytest
 from sqlalchemy import text
@@ -93,9 +94,12 @@ def test_threads_on_the_command_line_must_match_the_pool(database_url):
     assert "set GUNICORN_THREADS instead" in result.stderr + result.stdout
 
 
-def test_gunicorn_refuses_more_header_fields_than_the_config_allows(database_url):
+def test_gunicorn_refuses_more_header_fields_than_the_config_allows(database_url, tmp_path):
     """gunicorn.conf.py's ``limit_request_fields``: past it, gunicorn's own 431."""
-    limit = runpy.run_path(str(PROJECT_ROOT / "gunicorn.conf.py"))["limit_request_fields"]
+    # Reading the file runs it, and it points PROMETHEUS_MULTIPROC_DIR at a
+    # directory (a temporary one if unset): keep both inside this test.
+    with mock.patch.dict(os.environ, {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}):
+        limit = runpy.run_path(str(PROJECT_ROOT / "gunicorn.conf.py"))["limit_request_fields"]
     with GunicornServer(database_url, workers=1, threads=1) as server:
 
         def get_with(fields: int) -> int:

@@ -29,6 +29,7 @@ from myapp.importing.csv_input import ImportFormatError, pasted_lines, text_line
 from myapp.importing.inserting import BatchInserter
 from myapp.importing.lock import IMPORT_LOCK_KEY, ImportInProgress, take_turn
 from myapp.importing.report import ImportReport, Rejected
+from myapp.observability import metrics
 
 __all__ = [
     "BATCH_SIZE", "IMPORT_LOCK_KEY", "ImportFormatError", "ImportInProgress", "ImportReport",
@@ -67,4 +68,5 @@ def import_users(
                 if batch.rows:
                     inserter.add_batch(batch.rows)
     report.rejected.sort(key=lambda rejected: rejected.line)
+    metrics.record_import(created=report.created, rejected=len(report.rejected))
     return report

@@ -340,6 +340,8 @@ def test_chunked_bodies(checked, live, target, path, pairs, user, with_token, mu
 
 # No "//..." paths here: the test client reads "//host/path" as a URL with a
 # host name; test_no_open_redirect sends those to the real server instead.
+# No "?" in a path: the query comes separately, and the test client refuses
+# a request given both (ValueError, before anything reaches the app).
 paths = st.sampled_from(["/", "/users", "/users/new", "/users/1", "/users/1/edit", "/users/import",
                          "/healthz", "/users/1/delete", "/static/style.css", "/nope",
                          "/users//new", "/users/1/", "/\\evil.example"])
@@ -348,7 +350,8 @@ paths = st.sampled_from(["/", "/users", "/users/new", "/users/1", "/users/1/edit
 @FUZZ
 @given(method=st.sampled_from(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS",
                                "TRACE", "PROPFIND"]),
-       path=paths | st.text(max_size=40).map(lambda s: "/" + s.lstrip("/")),
+       path=paths | st.text(max_size=40).filter(lambda s: "?" not in s)
+                          .map(lambda s: "/" + s.lstrip("/")),
        query=st.lists(st.tuples(st.sampled_from(["q", "limit", "after", "next", "x", "q[]"]),
                                 text_value.filter(lambda v: len(v) < 5000)), max_size=4))
 def test_any_method_path_and_query(checked, target, method, path, query):

@@ -1,0 +1,190 @@
+"""What observability costs: ``bench/run --observability``.
+
+Serves a 1,000-user database twice with the production gunicorn config, side
+by side in one run: *on* — the app as deployed with ``LOG_FORMAT=json``
+(metrics, request ids, SQL accounting, one JSON object per log line) — and
+*off* — ``bench/unobserved_app.py`` with ``LOG_FORMAT=text`` (none of it;
+gunicorn's plain access line). Measures the first page of ``/users`` and the
+create in interleaved rounds, as ``bench/suite.py`` does, and reports for
+each scenario the median throughput and the median CPU time the workers
+spent per request (read from /proc before and after each run: on a shared,
+busy machine throughput swings with the neighbours' load, CPU per request
+much less), and the cost of *on* against *off* in both (target: at most
+5 %). Then, after both servers stopped, the paired in-process measurement
+of ``bench/observability_cpu.py`` (CPU per request, on and off alternating
+block by block), which stays precise when the machine is busy. Writes
+``bench/results/<date>-observability.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import statistics
+import sys
+from contextlib import ExitStack
+from datetime import datetime, timezone
+
+from bench import observability_cpu
+from bench.suite import (
+    ROOT, THREADS, WORKERS, csrf_session, database_url, drop_database, fresh_database,
+    machine_info, rps_recorder, save_results, seed, wrk,
+)
+from harness.gunicorn import GunicornServer
+
+USERS = 1_000
+TARGET_COST = 0.05
+# Server name -> (gunicorn app module, LOG_FORMAT, what it has).
+SERVERS = {
+    "on": ("wsgi:app", "json", "metrics, request ids, SQL accounting, JSON logs"),
+    "off": ("bench.unobserved_app:app", "text", "none of them; text access log"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench/run --observability",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=int, default=6, help="seconds per wrk run")
+    parser.add_argument("--cpu-rounds", type=int, default=40,
+                        help="rounds of the paired in-process measurement")
+    parser.add_argument("--block", type=int, default=50, help="requests per in-process block")
+    args = parser.parse_args(argv)
+
+    started = datetime.now(timezone.utc)
+    url = database_url("myapp_bench_observability")
+    fresh_database(url)
+    runs: dict[str, list[float]] = {}
+    try:
+        seed(url, USERS)
+        with ExitStack() as stack:
+            servers = {
+                name: stack.enter_context(GunicornServer(
+                    url, workers=WORKERS, threads=THREADS, app_module=module,
+                    env={"LOG_FORMAT": log_format}))
+                for name, (module, log_format, _) in SERVERS.items()
+            }
+            measure(servers, args, runs)
+        print("in-process, paired (CPU ms per request)", flush=True)
+        paired = observability_cpu.measure(url, args.cpu_rounds, args.block)
+    finally:
+        drop_database(url)
+
+    results = summarise(runs, args, started)
+    results["in_process"] = {"rounds": args.cpu_rounds, "block": args.block,
+                             **observability_cpu.summarise(paired)}
+    out = ROOT / "bench" / "results" / f"{started:%Y-%m-%d}-observability"
+    save_results(out, results, markdown(results))
+    return 0
+
+
+def worker_cpu_seconds(server: GunicornServer) -> float:
+    """User + system CPU time of the server's workers so far."""
+    ticks = 0
+    for pid in server.worker_pids():
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def measure(servers: dict[str, GunicornServer], args, runs) -> None:
+    record_rps = rps_recorder(runs, width=20)
+
+    def record(key: str, server: GunicornServer, url: str, env: dict | None = None) -> None:
+        cpu_before = worker_cpu_seconds(server)
+        result = wrk(url, args.duration, env)
+        cpu_ms = (worker_cpu_seconds(server) - cpu_before) * 1000 / result["requests"]
+        record_rps(key, result)
+        runs.setdefault(f"{key} / cpu", []).append(round(cpu_ms, 4))
+
+    for server in servers.values():  # warm-up: templates compiled, pools filled
+        wrk(server.url + "/users", 1)
+    for round_no in range(1, args.rounds + 1):
+        print(f"round {round_no}/{args.rounds}", flush=True)
+        # Alternate which server goes first, so neither always follows the other.
+        order = list(servers.items())[:: 1 if round_no % 2 else -1]
+        for name, server in order:
+            record(f"first page / {name}", server, server.url + "/users")
+        for name, server in order:
+            token, cookie = csrf_session(server.url)
+            record(f"create / {name}", server, server.url + "/users", {
+                "BENCH_CREATE": "1", "BENCH_CSRF": token, "BENCH_COOKIE": cookie,
+                "BENCH_RUN": secrets.token_hex(4)})
+
+
+def summarise(runs: dict[str, list[float]], args, started: datetime) -> dict:
+    scenarios = {}
+    for scenario in ("first page", "create"):
+        for name in SERVERS:
+            key = f"{scenario} / {name}"
+            scenarios[key] = {
+                "rps_runs": runs[key], "rps_median": round(statistics.median(runs[key]), 1),
+                "cpu_ms_runs": runs[f"{key} / cpu"],
+                "cpu_ms_per_request_median": round(statistics.median(runs[f"{key} / cpu"]), 3),
+            }
+    costs = {}
+    for scenario in ("first page", "create"):
+        on, off = scenarios[f"{scenario} / on"], scenarios[f"{scenario} / off"]
+        throughput_cost = 1 - on["rps_median"] / off["rps_median"]
+        cpu_cost = on["cpu_ms_per_request_median"] / off["cpu_ms_per_request_median"] - 1
+        costs[scenario] = {
+            "throughput_cost": round(throughput_cost, 4),
+            "cpu_cost": round(cpu_cost, 4),
+            "within_target": max(throughput_cost, cpu_cost) <= TARGET_COST,
+        }
+    return {
+        "started": started.isoformat(timespec="seconds"),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "config": {"users": USERS, "rounds": args.rounds, "duration_s": args.duration,
+                   "gunicorn": f"{WORKERS} workers x {THREADS} threads (gthread), gunicorn.conf.py",
+                   "target_cost": TARGET_COST},
+        "servers": {name: has for name, (_, _, has) in SERVERS.items()},
+        "scenarios": scenarios,
+        "costs": costs,
+    }
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        f"Run {results['started']} – {results['finished']}; commit {results['machine']['git_commit']};"
+        f" {results['config']['gunicorn']}; {results['config']['users']:,} users;"
+        f" median of {results['config']['rounds']} runs of {results['config']['duration_s']} s.",
+        "",
+        "| scenario | off req/s | on req/s | throughput cost | off CPU ms/req | on CPU ms/req"
+        " | CPU cost | ≤ 5 % |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for scenario, cost in results["costs"].items():
+        off = results["scenarios"][f"{scenario} / off"]
+        on = results["scenarios"][f"{scenario} / on"]
+        lines.append(
+            f"| {scenario} | {off['rps_median']:,.0f} | {on['rps_median']:,.0f}"
+            f" | {cost['throughput_cost']:.1%} | {off['cpu_ms_per_request_median']:.3f}"
+            f" | {on['cpu_ms_per_request_median']:.3f} | {cost['cpu_cost']:.1%}"
+            f" | {'yes' if cost['within_target'] else 'no'} |")
+    paired = results["in_process"]
+    lines += [
+        "",
+        f"Paired in one process ({paired['rounds']} rounds of {paired['block']} requests"
+        " per variant, CPU of the process):",
+        "",
+        "| scenario | block | off CPU ms/req | on CPU ms/req | cost of on | ≤ 5 % |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
+    ]
+    for scenario in ("first page", "create"):
+        row = paired[scenario]
+        for block in ("min", "median"):
+            cost = row[f"cost_{block}"]
+            lines.append(
+                f"| {scenario} | {'fastest' if block == 'min' else 'median'}"
+                f" | {row[f'off_cpu_ms_{block}']:.3f} | {row[f'on_cpu_ms_{block}']:.3f}"
+                f" | {cost:.1%} | {'yes' if cost <= TARGET_COST else 'no'} |")
+    lines += ["", "on: " + results["servers"]["on"] + "; off: " + results["servers"]["off"] + "."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""The CPU observability costs a request, paired in one process:
+``bench/run --observability --in-process``.
+
+On a shared machine under load, two servers measured side by side with wrk
+swing by a third from run to run, which drowns a cost of a few percent.
+This measurement is paired instead: one process, one database, the same
+request served alternately, in blocks of ``--block`` requests, by the app
+*on* (the WSGI app as deployed, the instrumented engine, multiprocess
+metric files, the JSON access line) and *off* (the bare Flask app, an engine
+without instrumentation, gunicorn's plain text access line), each block
+timed in CPU seconds of this process. Neighbours' load then hits both
+variants alike, block by block. What it leaves out is what both variants
+share: gunicorn's HTTP parsing and sockets, which only make the real
+relative cost smaller than measured here.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import statistics
+import tempfile
+import time
+from datetime import timedelta
+from types import SimpleNamespace
+from urllib.parse import urlencode
+
+
+def measure(url: str, rounds: int, block: int) -> dict:
+    # Multiprocess mode as under gunicorn: decided when prometheus_client is
+    # first imported, which is below.
+    metrics_dir = tempfile.mkdtemp(prefix="myapp-bench-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("SECRET_KEY", "bench")
+    from gunicorn.config import Config
+    from gunicorn.glogging import Logger
+    from werkzeug.test import EnvironBuilder
+
+    from myapp import create_app, db
+    from myapp.observability.logs import GunicornLogger, json_formatter
+
+    app = create_app()
+    observed_engine = db.engine()
+    plain_engine = db.build_engine(app.config, instrumented=False)
+    variants = {
+        "on": SimpleNamespace(wsgi=app.wsgi_app, engine=observed_engine,
+                              log=_access_logger(GunicornLogger, Config, "json", json_formatter)),
+        "off": SimpleNamespace(wsgi=app.wsgi_app.wsgi_app, engine=plain_engine,
+                               log=_access_logger(Logger, Config, "text", None)),
+    }
+
+    token, cookie = _form_session(app.wsgi_app, EnvironBuilder)
+    run = f"{os.getpid()}-{time.time_ns()}"
+    counter = iter(range(10**9))
+
+    def list_page():
+        return EnvironBuilder(path="/users").get_environ()
+
+    def create():
+        n = next(counter)
+        body = urlencode({"name": f"Bench {n}", "email": f"cpu-{run}-{n}@example.com",
+                          "csrf_token": token})
+        return EnvironBuilder(path="/users", method="POST", data=body, headers={"Cookie": cookie},
+                              content_type="application/x-www-form-urlencoded").get_environ()
+
+    scenarios = {"first page": (list_page, 200), "create": (create, 303)}
+    samples: dict[str, list[float]] = {}
+    for round_no in range(rounds):
+        order = list(variants.items())[:: 1 if round_no % 2 else -1]
+        for scenario, (make_environ, expected) in scenarios.items():
+            for name, variant in order:
+                db.Session.configure(bind=variant.engine)
+                environs = [make_environ() for _ in range(block)]
+                started = time.process_time()
+                for environ in environs:
+                    _serve(variant, environ, expected)
+                per_request_ms = (time.process_time() - started) * 1000 / block
+                samples.setdefault(f"{scenario} / {name}", []).append(round(per_request_ms, 4))
+    plain_engine.dispose()
+    for leftover in os.listdir(metrics_dir):
+        os.remove(os.path.join(metrics_dir, leftover))
+    os.rmdir(metrics_dir)
+    return samples
+
+
+def _access_logger(cls, config_cls, log_format, json_formatter):
+    """A gunicorn logger whose access lines go, fully formatted, to memory."""
+    os.environ["LOG_FORMAT"] = log_format
+    cfg = config_cls()
+    cfg.set("accesslog", "-")
+    logger = cls(cfg)
+    access = logging.Logger(f"bench.access.{log_format}")
+    handler = logging.StreamHandler(io.StringIO())
+    handler.setFormatter(json_formatter("bench") if json_formatter else logging.Formatter("%(message)s"))
+    access.addHandler(handler)
+    logger.access_log = access
+    logger.stream = handler.stream
+    return logger
+
+
+def _serve(variant, environ: dict, expected: int) -> None:
+    status_holder = []
+
+    def start_response(status, headers, exc_info=None):
+        status_holder.append((status, headers))
+
+    started = time.perf_counter()
+    body = b"".join(variant.wsgi(environ, start_response))
+    status, headers = status_holder[0]
+    if int(status[:3]) != expected:
+        raise RuntimeError(f"{environ['PATH_INFO']}: {status}")
+    response = SimpleNamespace(status=status, headers=headers, sent=len(body))
+    request = SimpleNamespace(headers=[])
+    environ.setdefault("RAW_URI", environ["PATH_INFO"])
+    variant.log.access(response, request, environ,
+                       timedelta(seconds=time.perf_counter() - started))
+    variant.log.stream.seek(0)
+    variant.log.stream.truncate()
+
+
+def _form_session(wsgi, environ_builder) -> tuple[str, str]:
+    captured = []
+    body = b"".join(wsgi(environ_builder(path="/users/new").get_environ(),
+                         lambda status, headers, exc_info=None: captured.append(headers)))
+    token = re.search(rb'name="csrf_token"[^>]*value="([^"]+)"', body).group(1).decode()
+    cookie = next(v for k, v in captured[0] if k.lower() == "set-cookie").split(";", 1)[0]
+    return token, cookie
+
+
+def summarise(samples: dict[str, list[float]]) -> dict:
+    """Per scenario: each variant's fastest block and median block, and the
+    cost of *on* by both. Load from elsewhere only ever adds CPU time (cache
+    misses, migrations), so the fastest block is the least disturbed one."""
+    result = {}
+    for scenario in ("first page", "create"):
+        on, off = samples[f"{scenario} / on"], samples[f"{scenario} / off"]
+        result[scenario] = {
+            "off_cpu_ms_min": round(min(off), 4), "on_cpu_ms_min": round(min(on), 4),
+            "cost_min": round(min(on) / min(off) - 1, 4),
+            "off_cpu_ms_median": round(statistics.median(off), 4),
+            "on_cpu_ms_median": round(statistics.median(on), 4),
+            "cost_median": round(statistics.median(on) / statistics.median(off) - 1, 4),
+            "on_runs": on, "off_runs": off,
+        }
+    return result
