@@ -19,6 +19,9 @@ LONG_EMAIL = "a.very.long.address.that.does.not.wrap.on.its.own" * 3 + "@example
 
 def assert_fits(page: Page) -> None:
     """No sideways scrolling: nothing is wider than the screen."""
+    # After a form's click, ``expect`` passes once the new page's text is in
+    # the DOM, maybe before its stylesheet has loaded: measure laid out.
+    page.wait_for_load_state("load")
     overflow = page.evaluate(
         "document.documentElement.scrollWidth - document.documentElement.clientWidth")
     assert overflow <= 0, f"{page.url} is {overflow}px wider than the screen"
