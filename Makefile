@@ -26,6 +26,7 @@ install-dev: $(VENV)/.dev
 ## Set up, initialise the database and serve on http://127.0.0.1:$${PORT:-8000}
 serve: install
 	$(BIN)/flask --app app init-db
+	$(BIN)/flask --app app create-first-admin
 	exec $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 ## Set up and run the whole test suite (and the static security scan)

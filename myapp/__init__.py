@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 
-from myapp import cli, config, db, errors, guards, routing, templating, views
+from myapp import auth, cli, config, db, errors, guards, routing, templating, views
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,6 +27,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.config.from_mapping(config.from_environment(Path(app.instance_path), overrides))
     register_request_guards(app)
     register_extensions(app)
+    register_sign_in(app)
     register_url_converters(app)
     register_blueprints(app)
     register_template_helpers(app)
@@ -46,12 +47,20 @@ def register_extensions(app: Flask) -> None:
     csrf.init_app(app)
 
 
+def register_sign_in(app: Flask) -> None:
+    # Flask-Login, and the guard that checks each view's access rule: after
+    # CSRFProtect's hook, so a forged POST is refused (400) before anything
+    # asks the database who is signed in.
+    auth.init_app(app)
+
+
 def register_url_converters(app: Flask) -> None:
     routing.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:
     app.register_blueprint(views.bp)
+    app.register_blueprint(auth.views.bp)
 
 
 def register_template_helpers(app: Flask) -> None:
@@ -64,3 +73,4 @@ def register_errorhandlers(app: Flask) -> None:
 
 def register_commands(app: Flask) -> None:
     cli.init_app(app)
+    auth.cli.init_app(app)

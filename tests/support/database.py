@@ -62,9 +62,12 @@ def drop_test_database(url: URL) -> None:
         engine.dispose()
 
 
+APP_TABLES = ("users", "audit_events", "accounts", "login_failures")
+
+
 def truncate_tables(engine: Engine) -> None:
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE users, audit_events RESTART IDENTITY"))
+        conn.execute(text(f"TRUNCATE {', '.join(APP_TABLES)} RESTART IDENTITY"))
 
 
 class Tables:
@@ -87,11 +90,11 @@ class Tables:
                 yield conn
 
     def snapshot(self) -> dict[str, list[tuple]]:
-        """Every row of both tables: two equal snapshots mean nothing was written."""
+        """Every row of every table: two equal snapshots mean nothing was written."""
         with self.connect() as conn:
             return {
                 table: [tuple(row) for row in conn.execute(text(f"SELECT * FROM {table} ORDER BY id"))]
-                for table in ("users", "audit_events")
+                for table in APP_TABLES
             }
 
     def counts(self) -> tuple[int, int]:
