@@ -11,7 +11,9 @@ exactly as it was.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from typing import NamedTuple
 from urllib.parse import quote
 
@@ -20,8 +22,7 @@ from werkzeug.exceptions import MethodNotAllowed
 
 from myapp.auth.access import PUBLIC, access_rule
 from myapp.models import Role
-from tests.support import accounts, database
-from tests.support.factories import make_user
+from tests.support import accounts
 from tests.support.forms import csrf_token
 
 # endpoint: (who may use it, its answer to an allowed request that carries a
@@ -73,11 +74,14 @@ def test_declared_rules_match_the_contract(app):
     assert declared == {endpoint: rule for endpoint, (rule, _) in CONTRACT.items()}
 
 
-def _paths(app, user_id: int) -> list[str]:
-    paths = set()
-    for rule in app.url_map.iter_rules():
-        paths.add(URL_VARIABLE.sub(lambda m: SAMPLE_ARGUMENTS[m.group(1)](user_id), rule.rule))
-    return sorted(paths)
+def _paths(app) -> list[Callable[[int], str]]:
+    """Every path of the URL map, to be filled in with an existing user's id."""
+    rules = sorted({rule.rule for rule in app.url_map.iter_rules()})
+    return [functools.partial(_fill, rule) for rule in rules]
+
+
+def _fill(rule: str, user_id: int) -> str:
+    return URL_VARIABLE.sub(lambda m: SAMPLE_ARGUMENTS[m.group(1)](user_id), rule)
 
 
 class Expected(NamedTuple):
@@ -105,23 +109,26 @@ def _expected(app, path: str, method: str, visitor: Role | None) -> Expected:
 
 @pytest.mark.parametrize("visitor", VISITORS, ids=lambda v: v.value if v else "anonymous")
 def test_every_route_answers_as_the_contract_says_and_refusals_write_nothing(
-    app, new_client, inspect_engine, visitor
+    app, new_client, tables, make_user, visitor
 ):
+    connection = tables.bind  # the test's own transaction, rolled back at its end
     mismatches = []
     for method in ("GET", "POST"):
-        for path in _paths(app, user_id=1):
-            # Each request meets the same database: the standard accounts and user 1.
-            database.truncate_tables(inspect_engine)
-            assert make_user(app).id == 1
+        for path_of in _paths(app):
+            # Each request meets the same database: the standard accounts and
+            # one user, made in a SAVEPOINT that is rolled back after it.
+            case = connection.begin_nested()
+            path = path_of(make_user().id)
             client = new_client(visitor)
             data = {"csrf_token": csrf_token(client, "/login")} if method == "POST" else None
-            before = database.table_snapshot(inspect_engine)
+            before = tables.snapshot()
             response = client.open(path, method=method, data=data)
             expected = _expected(app, path, method, visitor)
             location = response.headers.get("Location") if expected.location else None
             if (response.status_code, location) != (expected.status, expected.location):
                 mismatches.append(f"{method} {path}: expected {expected.status} "
                                   f"{expected.location or ''}, got {response.status_code} {location or ''}")
-            if expected.refused and database.table_snapshot(inspect_engine) != before:
+            if expected.refused and tables.snapshot() != before:
                 mismatches.append(f"{method} {path}: refused with {expected.status} but wrote")
+            case.rollback()
     assert not mismatches, "\n".join(mismatches)

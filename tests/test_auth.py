@@ -19,8 +19,7 @@ from myapp.auth import signin
 from myapp.auth.passwords import needs_rehash, verify_password
 from myapp.models import Role
 from tests.support import accounts
-from tests.support.database import table_snapshot
-from tests.support.factories import make_user
+from tests.support.database import assert_nothing_written
 from tests.support.forms import csrf_token, submit
 
 EDITOR = accounts.EMAILS[Role.EDITOR]
@@ -67,52 +66,48 @@ def test_email_letter_case_does_not_matter(anonymous_client):
     (EDITOR, "wrong password!!"),
     ("nobody@example.com", accounts.PASSWORD),
 ])
-def test_wrong_email_or_password_is_401_with_one_message(anonymous_client, inspect_engine,
+def test_wrong_email_or_password_is_401_with_one_message(anonymous_client, tables,
                                                          email, password):
-    before = table_snapshot(inspect_engine)
+    before = tables.snapshot()
     response = sign_in(anonymous_client, email=email, password=password)
     assert response.status_code == 401
     html = response.get_data(as_text=True)
     assert signin.SignInFailed.message in html
     assert anonymous_client.get("/users").status_code == 303  # still nobody
-    after = table_snapshot(inspect_engine)
+    after = tables.snapshot()
     # The one thing written is the failure the throttle counts.
     assert {table: rows for table, rows in after.items() if table != "login_failures"} == {
         table: rows for table, rows in before.items() if table != "login_failures"}
     assert [row[1] for row in after["login_failures"]] == [email.lower()]
 
 
-def test_a_disabled_account_cannot_sign_in(app, anonymous_client, inspect_engine):
-    with inspect_engine.begin() as conn:
-        conn.execute(text("UPDATE accounts SET disabled = true WHERE email = :e"), {"e": EDITOR})
+def test_a_disabled_account_cannot_sign_in(anonymous_client, tables):
+    tables.write("UPDATE accounts SET disabled = true WHERE email = :e", {"e": EDITOR})
     response = sign_in(anonymous_client)
     assert response.status_code == 401
     assert signin.SignInFailed.message in response.get_data(as_text=True)
 
 
-def test_a_hash_with_outdated_parameters_is_upgraded_at_sign_in(anonymous_client, inspect_engine):
+def test_a_hash_with_outdated_parameters_is_upgraded_at_sign_in(anonymous_client, tables):
     weaker = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1)
-    with inspect_engine.begin() as conn:
-        conn.execute(text("UPDATE accounts SET password_hash = :h WHERE email = :e"),
-                     {"h": weaker.hash(accounts.PASSWORD), "e": EDITOR})
+    tables.write("UPDATE accounts SET password_hash = :h WHERE email = :e",
+                 {"h": weaker.hash(accounts.PASSWORD), "e": EDITOR})
     assert sign_in(anonymous_client).status_code == 303
-    with inspect_engine.connect() as conn:
-        stored = conn.scalar(text("SELECT password_hash FROM accounts WHERE email = :e"), {"e": EDITOR})
+    stored = tables.scalar("SELECT password_hash FROM accounts WHERE email = :e", {"e": EDITOR})
     assert not needs_rehash(stored) and verify_password(stored, accounts.PASSWORD)
 
 
-def test_blank_fields_are_422(anonymous_client, inspect_engine):
-    before = table_snapshot(inspect_engine)
-    response = sign_in(anonymous_client, email="", password="")
+def test_blank_fields_are_422(anonymous_client, tables):
+    with assert_nothing_written(tables):
+        response = sign_in(anonymous_client, email="", password="")
     assert response.status_code == 422
-    assert table_snapshot(inspect_engine) == before
 
 
-def test_login_without_csrf_token_is_400(anonymous_client, inspect_engine):
-    before = table_snapshot(inspect_engine)
-    response = anonymous_client.post("/login", data={"email": EDITOR, "password": accounts.PASSWORD})
+def test_login_without_csrf_token_is_400(anonymous_client, tables):
+    with assert_nothing_written(tables):
+        response = anonymous_client.post("/login", data={"email": EDITOR,
+                                                         "password": accounts.PASSWORD})
     assert response.status_code == 400
-    assert table_snapshot(inspect_engine) == before
 
 
 # --- session fixation and revocation ----------------------------------------------
@@ -223,31 +218,30 @@ def test_the_login_page_keeps_next_for_the_form(anonymous_client):
 # --- throttling ---------------------------------------------------------------------
 
 
-def test_more_than_ten_failures_lock_the_email_for_the_window(new_client, inspect_engine, caplog):
+def test_more_than_ten_failures_lock_the_email_for_the_window(new_client, tables, caplog):
     caplog.set_level(logging.INFO, logger="myapp")
     client = new_client(None)
     for _ in range(signin.MAX_FAILURES):
         assert sign_in(client, password="not the password").status_code == 401
-    before = table_snapshot(inspect_engine)
     # Locked: even the right password is not checked now.
-    locked = sign_in(client)
+    with assert_nothing_written(tables):
+        locked = sign_in(client)
     assert locked.status_code == 429
     assert locked.headers["Retry-After"] == str(15 * 60)
     assert signin.SignInThrottled.message in locked.get_data(as_text=True)
-    assert table_snapshot(inspect_engine) == before
     # Another address is not affected, nor another letter case of the same one less so.
     assert sign_in(new_client(None), email=accounts.EMAILS[Role.ADMIN]).status_code == 303
     assert sign_in(new_client(None), email=EDITOR.upper()).status_code == 429
     # Once the failures are older than the window, the right password works again.
-    with inspect_engine.begin() as conn:
-        conn.execute(text("UPDATE login_failures SET at = at - interval '15 minutes 1 second'"))
+    tables.write("UPDATE login_failures SET at = at - interval '15 minutes 1 second'")
     assert sign_in(new_client(None)).status_code == 303
     log = caplog.text
     assert "sign-in failed" in log and "sign-in locked" in log and "too many failures" in log
     assert EDITOR in log and accounts.PASSWORD not in log and "not the password" not in log
 
 
-def test_simultaneous_guesses_cannot_slip_past_the_count(app, new_client, inspect_engine):
+@pytest.mark.commits  # threads: each request on a connection of its own
+def test_simultaneous_guesses_cannot_slip_past_the_count(app, new_client, tables):
     """Attempts for one email take turns (an advisory lock), so guesses sent
     together are counted one after another: never more than ten checked."""
     already = signin.MAX_FAILURES - 3
@@ -266,8 +260,7 @@ def test_simultaneous_guesses_cannot_slip_past_the_count(app, new_client, inspec
     with ThreadPoolExecutor(together) as pool:
         statuses = sorted(pool.map(guess, range(together)))
     assert statuses == [401] * 3 + [429] * (together - 3)
-    with inspect_engine.connect() as conn:
-        assert conn.scalar(text("SELECT count(*) FROM login_failures")) == signin.MAX_FAILURES
+    assert tables.scalar("SELECT count(*) FROM login_failures") == signin.MAX_FAILURES
 
 
 def test_unknown_emails_are_throttled_too(new_client):
@@ -276,22 +269,18 @@ def test_unknown_emails_are_throttled_too(new_client):
     assert sign_in(new_client(None), email="ghost@example.com").status_code == 429
 
 
-def test_success_clears_the_failures(new_client, inspect_engine):
+def test_success_clears_the_failures(new_client, tables):
     for _ in range(signin.MAX_FAILURES - 1):
         sign_in(new_client(None), password="not the password")
     assert sign_in(new_client(None)).status_code == 303
-    with inspect_engine.connect() as conn:
-        assert conn.scalar(text("SELECT count(*) FROM login_failures")) == 0
+    assert tables.scalar("SELECT count(*) FROM login_failures") == 0
 
 
-def test_expired_failures_are_pruned(new_client, inspect_engine):
+def test_expired_failures_are_pruned(new_client, tables):
     sign_in(new_client(None), email="old@example.com", password="x" * 12)
-    with inspect_engine.begin() as conn:
-        conn.execute(text("UPDATE login_failures SET at = at - interval '1 hour'"))
+    tables.write("UPDATE login_failures SET at = at - interval '1 hour'")
     sign_in(new_client(None), email="new@example.com", password="x" * 12)
-    with inspect_engine.connect() as conn:
-        keys = conn.scalars(text("SELECT email_key FROM login_failures")).all()
-    assert keys == ["new@example.com"]
+    assert [row[1] for row in tables.snapshot()["login_failures"]] == ["new@example.com"]
 
 
 def test_an_unknown_email_takes_as_long_as_a_known_one(new_client):
@@ -314,11 +303,11 @@ def test_an_unknown_email_takes_as_long_as_a_known_one(new_client):
 # --- the loader and what each role sees ----------------------------------------------
 
 
-def test_the_account_is_read_once_per_request_even_after_a_rollback(app, client):
+def test_the_account_is_read_once_per_request_even_after_a_rollback(client, make_user):
     """A 409 rolls the request's transaction back, which expires every ORM
     object of the session; the page after it still shows who is signed in,
     from the loader's snapshot, with no second read."""
-    make_user(app, email="taken@example.com")
+    make_user(email="taken@example.com")
     token = csrf_token(client)
     statements = []
 
@@ -336,8 +325,8 @@ def test_the_account_is_read_once_per_request_even_after_a_rollback(app, client)
     assert sum("FROM accounts" in statement for statement in statements) == 1
 
 
-def test_viewers_see_no_write_buttons_and_editors_do(app, new_client):
-    user = make_user(app)
+def test_viewers_see_no_write_buttons_and_editors_do(new_client, make_user):
+    user = make_user()
     viewer, editor = new_client(Role.VIEWER), new_client(Role.EDITOR)
     for page in ("/users", f"/users/{user.id}"):
         viewer_html = viewer.get(page).get_data(as_text=True)
@@ -351,18 +340,18 @@ def test_viewers_see_no_write_buttons_and_editors_do(app, new_client):
     assert 'href="/accounts"' in new_client(Role.ADMIN).get("/users").get_data(as_text=True)
 
 
-def test_the_history_names_the_account_that_made_each_change(app, client, inspect_engine):
+def test_the_history_names_the_account_that_made_each_change(client, tables):
     response = submit(client, "/users", {"name": "Audited", "email": "audited@example.com"})
     user_path = response.headers["Location"]
-    with inspect_engine.connect() as conn:
+    with tables.connect() as conn:
         actors = conn.execute(text("SELECT action, actor_id FROM audit_events")).all()
     assert actors == [("create", accounts.IDS[Role.EDITOR])]
     html = client.get(user_path).get_data(as_text=True)
     assert f"by {EDITOR}" in html
 
 
-def test_changes_from_the_command_line_say_so_in_the_history(app, client):
-    user = make_user(app)  # through the service, with no actor
+def test_changes_from_the_command_line_say_so_in_the_history(client, make_user):
+    user = make_user()  # through the service, with no actor
     assert "by the command line" in client.get(f"/users/{user.id}").get_data(as_text=True)
 
 

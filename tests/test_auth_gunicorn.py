@@ -6,11 +6,11 @@ import re
 
 import pytest
 
+from harness.gunicorn import GunicornServer
 from myapp.auth import signin
 from myapp.models import Role
 from tests.support import accounts
 from tests.support.http import Browser
-from tests.support.server import GunicornServer
 
 pytestmark = pytest.mark.server
 

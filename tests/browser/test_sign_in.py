@@ -9,7 +9,6 @@ from playwright.sync_api import Page, expect
 
 from myapp.models import Role
 from tests.support import accounts
-from tests.support.database import row_counts
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
 
@@ -22,7 +21,7 @@ def fill_login(page: Page, email: str, password: str) -> None:
     page.get_by_role("button", name="Sign in").click()
 
 
-def test_the_whole_flow(new_context, make_user, inspect_engine, screenshot):
+def test_the_whole_flow(new_context, make_user, tables, screenshot):
     user = make_user("Ada Lovelace", "ada@example.com")
 
     # Anonymous: any page leads to the login form, which leads back to it.
@@ -75,7 +74,7 @@ def test_the_whole_flow(new_context, make_user, inspect_engine, screenshot):
     editor.get_by_role("button", name="Create user").click()
     expect(editor.get_by_role("status")).to_have_text("User “Grace Hopper” was created.")
     expect(editor.locator(".history .event-create")).to_contain_text(f"by {NEW_EDITOR}")
-    assert row_counts(inspect_engine) == (2, 2)
+    assert tables.counts() == (2, 2)
 
     # Signing out ends the session: the pages ask for a sign-in again.
     editor.get_by_role("button", name="Sign out").click()

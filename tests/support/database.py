@@ -89,6 +89,19 @@ class Tables:
             with self.bind.connect() as conn:
                 yield conn
 
+    def write(self, sql: str, params: dict | None = None) -> None:
+        """Change the tables to arrange a test: in the test's transaction
+        when it is rolled back at its end, else committed at once."""
+        if isinstance(self.bind, Connection):
+            self.bind.execute(text(sql), params or {})
+        else:
+            with self.bind.begin() as conn:
+                conn.execute(text(sql), params or {})
+
+    def scalar(self, sql: str, params: dict | None = None):
+        with self.connect() as conn:
+            return conn.scalar(text(sql), params or {})
+
     def snapshot(self) -> dict[str, list[tuple]]:
         """Every row of every table: two equal snapshots mean nothing was written."""
         with self.connect() as conn:
