@@ -350,7 +350,9 @@ paths = st.sampled_from(["/", "/users", "/users/new", "/users/1", "/users/1/edit
 @FUZZ
 @given(method=st.sampled_from(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS",
                                "TRACE", "PROPFIND"]),
-       path=paths | st.text(max_size=40).map(lambda s: "/" + s.lstrip("/")),
+       # No "?" in a generated path: the query is ``query``'s (the test
+       # client refuses a query string given both ways).
+       path=paths | st.text(max_size=40).map(lambda s: "/" + s.lstrip("/").replace("?", "%3F")),
        query=st.lists(st.tuples(st.sampled_from(["q", "limit", "after", "next", "x", "q[]"]),
                                 text_value.filter(lambda v: len(v) < 5000)), max_size=4))
 def test_any_method_path_and_query(checked, target, method, path, query):
