@@ -15,6 +15,9 @@ from flask import Flask
 
 from myapp.auth import access, cli, login, views
 
+# The app registers the blueprint and the commands with its others.
+__all__ = ["access", "cli", "init_app", "login", "views"]
+
 
 def init_app(app: Flask) -> None:
     """Flask-Login and the access guard (the blueprint and the commands are

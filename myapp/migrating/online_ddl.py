@@ -102,5 +102,43 @@ def drop_index_concurrently(index_name: str, table_name: str) -> None:
                       postgresql_concurrently=True, if_exists=True)
 
 
+def validate_constraint(
+    constraint_name: str,
+    table_name: str,
+    *,
+    attempts: int = ATTEMPTS,
+    pause_seconds: float = FIRST_PAUSE_SECONDS,
+) -> None:
+    """``ALTER TABLE … VALIDATE CONSTRAINT`` of a constraint added ``NOT VALID``.
+
+    The scan that checks the existing rows then holds only ``SHARE UPDATE
+    EXCLUSIVE`` on the table (reads and writes go on), and in its own
+    transaction: not under the ``ACCESS EXCLUSIVE`` an earlier ``ALTER
+    TABLE`` of the same revision would hold until the revision commits.
+    A lock timeout or deadlock is retried like an index build.
+    """
+    statement = text(
+        f'ALTER TABLE "{table_name}" VALIDATE CONSTRAINT "{constraint_name}"'
+    )
+    if _rehearsal():
+        op.execute(statement)
+        return
+    bind = op.get_bind()
+    with op.get_context().autocommit_block():
+        for attempt in range(1, attempts + 1):
+            try:
+                bind.execute(statement)
+                return
+            except OperationalError as err:
+                code = getattr(err.orig, "pgcode", None)
+                if code not in RETRYABLE or attempt == attempts:
+                    raise
+                first_line = str(err.orig).strip().splitlines()[0]
+                log.warning("Validating %s, attempt %d of %d: %s; retrying in %.0f s",
+                            constraint_name, attempt, attempts, first_line, pause_seconds)
+            time.sleep(pause_seconds)
+            pause_seconds *= 2
+
+
 def _rehearsal() -> bool:
     return bool(context.config.attributes.get("rehearsal"))
