@@ -30,6 +30,7 @@ from tests.support.forms import csrf_token
 CONTRACT = {
     "static": (PUBLIC, 200),
     "users.healthz": (PUBLIC, 200),
+    "metrics.expose": (PUBLIC, 200),
     "auth.login_form": (PUBLIC, 200),
     "auth.login": (PUBLIC, 422),  # no email, no password
     "auth.logout": (PUBLIC, 303),

@@ -123,6 +123,31 @@ def test_downgrade_one_step_then_to_0001_and_upgrade_again(database_without_tabl
     assert schema_dump(url) == head_dump
 
 
+def _actor_key_validated(url) -> bool | None:
+    engine = create_engine(url, poolclass=NullPool)
+    with engine.connect() as conn:
+        validated = conn.scalar(text(
+            "SELECT convalidated FROM pg_constraint WHERE conname = 'audit_events_actor_id_fkey'"))
+    engine.dispose()
+    return validated
+
+
+def test_the_actor_key_comes_not_valid_in_0003_and_validated_in_0004(database_without_tables):
+    """0003 adds the foreign key without scanning audit_events; 0004 checks
+    the old rows apart, under a lock that lets requests go on."""
+    url = database_without_tables
+    assert run_flask("db", "upgrade", "0003", database_url=url).returncode == 0
+    assert _actor_key_validated(url) is False
+    upgraded = run_flask("db", "upgrade", "0004", database_url=url)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert _actor_key_validated(url) is True
+    assert run_flask("db", "downgrade", "0003", database_url=url).returncode == 0
+    assert _actor_key_validated(url) is False
+    assert run_flask("db", "downgrade", "0002", database_url=url).returncode == 0
+    assert _actor_key_validated(url) is None  # gone with its column
+    assert "accounts" not in table_names(url)
+
+
 def test_history_lists_every_revision_newest_first(database_url):
     result = run_flask("db", "history", database_url=database_url)
     assert result.returncode == 0, result.stderr

@@ -20,8 +20,11 @@ from myapp.models import Role
 
 PUBLIC = "public"
 ACCESS_ATTRIBUTE = "access_rule"
-# Served without a sign-in, though no decorator can reach it: Flask's own view.
-PUBLIC_ENDPOINTS = frozenset({"static"})
+# Served without a sign-in, though no decorator of this package reaches them:
+# Flask's own static view, and the Prometheus scrape (myapp/observability/
+# endpoint.py), which must answer while the database is down and never asks
+# who is signed in (nginx keeps it off the public ports instead).
+PUBLIC_ENDPOINTS = frozenset({"static", "metrics.expose"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 View = TypeVar("View", bound=Callable)
@@ -66,7 +69,7 @@ def enforce_access():
     that only read (``/healthz``, the login form) do not ask who is signed in.
     """
     if request.endpoint is None or request.endpoint in PUBLIC_ENDPOINTS:
-        return None  # 404/405 from routing, or a static file: no account needed
+        return None  # 404/405 from routing, a static file or /metrics: no account needed
     rule = access_rule(request.endpoint)
     if rule == PUBLIC and request.method in SAFE_METHODS:
         return None

@@ -26,6 +26,7 @@ from myapp import db
 from myapp.auth import accounts
 from myapp.auth.access import sign_in_first
 from myapp.models import Role
+from myapp.observability import request_context
 
 # No "remember me" cookie: a session lasts until the browser closes, and
 # ends earlier on the server's word (session_version).
@@ -72,7 +73,10 @@ def load_account(cookie_id: str) -> SignedInAccount | None:
         # header must not ask the database again who is signed in.
         g.account_unavailable = True
         raise
-    return SignedInAccount.of(snapshot) if snapshot else None
+    if snapshot is None:
+        return None
+    request_context.set_account_id(snapshot.id)  # this request's log lines name it
+    return SignedInAccount.of(snapshot)
 
 
 def template_account():

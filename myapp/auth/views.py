@@ -15,6 +15,7 @@ from myapp.auth.access import public, role_required
 from myapp.auth.forms import ConfirmForm, LoginForm, NewAccountForm, PasswordForm, RoleForm
 from myapp.auth.login import SignedInAccount
 from myapp.models import Role
+from myapp.observability import metrics, request_context
 from myapp.validation import has_forbidden_characters
 
 bp = Blueprint("auth", __name__)
@@ -55,17 +56,21 @@ def login():
     try:
         account = signin.authenticate(db.Session(), form.email.data, form.password.data)
     except signin.SignInThrottled as err:
+        metrics.record_sign_in("locked_out")
         form.form_errors.append(err.message)
         return render_template("auth/login.html", form=form), 429, {
             "Retry-After": str(err.retry_after)
         }
     except signin.SignInFailed as err:
+        metrics.record_sign_in("failure")
         form.form_errors.append(err.message)
         return render_template("auth/login.html", form=form), 401
     # A new session: nothing a visitor (or someone who planted a cookie on
     # their browser) had in it before signing in is carried over.
     session.clear()
     login_user(SignedInAccount.of(account))
+    metrics.record_sign_in("success")
+    request_context.set_account_id(account.id)
     return redirect(safe_next(form.next.data or request.args.get("next")), 303)
 
 

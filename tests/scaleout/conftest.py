@@ -15,10 +15,7 @@ from tests.support.database import Tables, truncate_tables
 def cluster():
     """The cluster, with the standard accounts the tests sign in as."""
     with LocalCluster(instances=2) as cluster:
-        engine = create_engine(cluster.database_url("primary"), poolclass=NullPool)
-        with engine.begin() as connection:
-            accounts.insert_standard_accounts(connection)
-        engine.dispose()
+        accounts.insert_standard_accounts_into(cluster.database_url("primary"))
         yield cluster
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 
-from sqlalchemy import Connection, insert, text
+from sqlalchemy import Connection, create_engine, insert, text
+from sqlalchemy.engine import URL
+from sqlalchemy.pool import NullPool
 
 from myapp.auth.passwords import hash_password
 from myapp.models import Account, Role
@@ -37,6 +39,17 @@ def insert_standard_accounts(conn: Connection) -> None:
     )
     conn.execute(text("SELECT setval(pg_get_serial_sequence('accounts', 'id'), :last)"),
                  {"last": max(IDS.values())})
+
+
+def insert_standard_accounts_into(database_url: URL | str) -> None:
+    """:func:`insert_standard_accounts`, committed, into the database at
+    ``database_url`` (a whole cluster's primary, say)."""
+    engine = create_engine(database_url, poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            insert_standard_accounts(conn)
+    finally:
+        engine.dispose()
 
 
 def sign_in_test_client(client, role: Role | None):
