@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from alembic import context, op
@@ -65,30 +65,20 @@ def create_index_concurrently(
         op.create_index(index_name, table_name, columns, **kw)
         return
     bind = op.get_bind()
+
+    def build() -> None:
+        valid = bind.scalar(_INDEX_STATE, {"name": index_name})
+        if valid:
+            log.info("Index %s is already built; keeping it", index_name)
+            return
+        if valid is not None:
+            log.info("Dropping %s, left INVALID by a failed build", index_name)
+            op.drop_index(index_name, table_name=table_name,
+                          postgresql_concurrently=True, if_exists=True)
+        op.create_index(index_name, table_name, columns, postgresql_concurrently=True, **kw)
+
     with op.get_context().autocommit_block():
-        for attempt in range(1, attempts + 1):
-            try:
-                valid = bind.scalar(_INDEX_STATE, {"name": index_name})
-                if valid:
-                    log.info("Index %s is already built; keeping it", index_name)
-                    return
-                if valid is not None:
-                    log.info("Dropping %s, left INVALID by a failed build", index_name)
-                    op.drop_index(index_name, table_name=table_name,
-                                  postgresql_concurrently=True, if_exists=True)
-                op.create_index(index_name, table_name, columns,
-                                postgresql_concurrently=True, **kw)
-                return
-            except OperationalError as err:
-                code = getattr(err.orig, "pgcode", None)
-                if code not in RETRYABLE or attempt == attempts:
-                    raise
-                first_line = str(err.orig).strip().splitlines()[0]
-                log.warning("Building %s, attempt %d of %d: %s; retrying in %.0f s",
-                            index_name, attempt, attempts, first_line, pause_seconds)
-            # Give the long transaction that was in the way time to end.
-            time.sleep(pause_seconds)
-            pause_seconds *= 2
+        _retried(f"Building {index_name}", build, attempts, pause_seconds)
 
 
 def drop_index_concurrently(index_name: str, table_name: str) -> None:
@@ -125,19 +115,27 @@ def validate_constraint(
         return
     bind = op.get_bind()
     with op.get_context().autocommit_block():
-        for attempt in range(1, attempts + 1):
-            try:
-                bind.execute(statement)
-                return
-            except OperationalError as err:
-                code = getattr(err.orig, "pgcode", None)
-                if code not in RETRYABLE or attempt == attempts:
-                    raise
-                first_line = str(err.orig).strip().splitlines()[0]
-                log.warning("Validating %s, attempt %d of %d: %s; retrying in %.0f s",
-                            constraint_name, attempt, attempts, first_line, pause_seconds)
-            time.sleep(pause_seconds)
-            pause_seconds *= 2
+        _retried(f"Validating {constraint_name}", lambda: bind.execute(statement),
+                 attempts, pause_seconds)
+
+
+def _retried(doing: str, step: Callable[[], object], attempts: int, pause_seconds: float) -> None:
+    """Run ``step``, again after a lock timeout or a deadlock, ``attempts``
+    times at most, pausing twice as long each time."""
+    for attempt in range(1, attempts + 1):
+        try:
+            step()
+            return
+        except OperationalError as err:
+            code = getattr(err.orig, "pgcode", None)
+            if code not in RETRYABLE or attempt == attempts:
+                raise
+            first_line = str(err.orig).strip().splitlines()[0]
+            log.warning("%s, attempt %d of %d: %s; retrying in %.0f s",
+                        doing, attempt, attempts, first_line, pause_seconds)
+        # Give the long transaction that was in the way time to end.
+        time.sleep(pause_seconds)
+        pause_seconds *= 2
 
 
 def _rehearsal() -> bool:
