@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy.pool import NullPool
 
 from myapp import config, create_app, db
+from myapp.auth.access import public
 
 
 # An app built here binds the session registry to its own engine, outside
@@ -36,6 +37,7 @@ def remote_and_scheme(app, headers) -> tuple[str, str, str]:
     seen = {}
 
     @app.get("/_seen")
+    @public  # every view declares who may open it (myapp/auth/access.py)
     def _seen():
         from flask import request
 
