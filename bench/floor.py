@@ -19,6 +19,7 @@ import sys
 from contextlib import ExitStack
 from datetime import datetime, timezone
 
+from bench import signin
 from bench.suite import (
     ROOT, THREADS, WORKERS, csrf_session, database_url, drop_database, fresh_database,
     machine_info, rps_recorder, save_results, seed, wrk,
@@ -32,6 +33,8 @@ SERVERS = {
     "no pre-ping": ("bench.floor_app:app", "no-pre-ping", "the pool's pre-ping (1 round trip)"),
     "autocommit": ("bench.floor_app:app", "autocommit",
                    "pre-ping, BEGIN and ROLLBACK/COMMIT (3 round trips)"),
+    "cookie-only sign-in": ("bench.floor_app:app", "cookie-only-sign-in",
+                            "the signed-in account's read (server-side revocation)"),
 }
 # Without transactions a create is not atomic: it is not measured that way.
 CREATES_ON = ("app", "no pre-ping")
@@ -71,16 +74,18 @@ def main(argv: list[str] | None = None) -> int:
 def measure(hello: GunicornServer, servers: dict[str, GunicornServer], args, runs) -> None:
     record = rps_recorder(runs)
 
-    for server in servers.values():  # warm-up: templates compiled, pools filled
-        wrk(server.url + "/users", 1)
+    cookies = {name: signin.signed_in_cookie(server.url) for name, server in servers.items()}
+    for name, server in servers.items():  # warm-up: templates compiled, pools filled
+        wrk(server.url + "/users", 1, {"BENCH_COOKIE": cookies[name]})
     for round_no in range(1, args.rounds + 1):
         print(f"round {round_no}/{args.rounds}", flush=True)
         record("hello", wrk(hello.url + "/", args.duration))
         for name, server in servers.items():
             record(f"healthz / {name}", wrk(server.url + "/healthz", args.duration))
-            record(f"first page / {name}", wrk(server.url + "/users", args.duration))
+            record(f"first page / {name}", wrk(server.url + "/users", args.duration,
+                                                {"BENCH_COOKIE": cookies[name]}))
             if name in CREATES_ON:
-                token, cookie = csrf_session(server.url)
+                token, cookie = csrf_session(server.url, cookies[name])
                 record(f"create / {name}", wrk(server.url + "/users", args.duration, {
                     "BENCH_CREATE": "1", "BENCH_CSRF": token, "BENCH_COOKIE": cookie,
                     "BENCH_RUN": secrets.token_hex(4)}))

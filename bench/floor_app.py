@@ -10,14 +10,21 @@ deploy it. ``BENCH_FLOOR`` picks what is taken away:
 * ``autocommit``: no pre-ping, and no transaction around anything: no
   ``BEGIN`` and no ``ROLLBACK`` (two more round trips fewer; the reads of one
   request no longer share a snapshot, and writes are not atomic).
+* ``cookie-only-sign-in``: the engine as deployed, but the signed-in account
+  is believed from the cookie without reading it (what Flask's cookie
+  session alone gives): no revocation — a cookie stays good after logout, a
+  new password, a new role or a disabled account.
 """
 
 import os
+from datetime import datetime, timezone
 
 from sqlalchemy import create_engine
 
 from myapp import create_app
+from myapp.auth.login import SignedInAccount, login_manager
 from myapp.db import Session
+from myapp.models import Role
 
 VARIANTS = {
     "no-pre-ping": {},
@@ -26,12 +33,23 @@ VARIANTS = {
 
 app = create_app()
 _variant = os.environ["BENCH_FLOOR"]
-# Rebind the process's session registry to an engine built without the parts
-# being measured; the views and services run unchanged on top of it.
-Session.configure(bind=create_engine(
-    app.config["DATABASE_URL"],
-    pool_size=app.config["DB_POOL_SIZE"],
-    max_overflow=0,
-    pool_pre_ping=False,
-    **VARIANTS[_variant],
-))
+
+
+def _believe_the_cookie(cookie_id: str) -> SignedInAccount:
+    account_id, session_version = (int(part) for part in cookie_id.split("."))
+    return SignedInAccount(account_id, "bench@example.com", Role.EDITOR, session_version,
+                           False, datetime.now(timezone.utc))
+
+
+if _variant == "cookie-only-sign-in":
+    login_manager.user_loader(_believe_the_cookie)  # the engine stays as deployed
+else:
+    # Rebind the process's session registry to an engine built without the
+    # parts being measured; the views and services run unchanged on top of it.
+    Session.configure(bind=create_engine(
+        app.config["DATABASE_URL"],
+        pool_size=app.config["DB_POOL_SIZE"],
+        max_overflow=0,
+        pool_pre_ping=False,
+        **VARIANTS[_variant],
+    ))

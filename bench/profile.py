@@ -19,6 +19,7 @@ import sys
 import threading
 from pathlib import Path
 
+from bench import signin
 from bench.suite import ROOT, THREADS, WORKERS, csrf_session, wrk
 from harness.gunicorn import GunicornServer
 
@@ -42,9 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     out = ROOT / "bench" / "results" / "tmp" / "profile.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
     with GunicornServer(args.database_url, workers=WORKERS, threads=THREADS) as server:
-        env = {}
+        signin.create_account(args.database_url)
+        cookie = signin.signed_in_cookie(server.url)
+        env = {"BENCH_COOKIE": cookie}
         if args.create:
-            token, cookie = csrf_session(server.url)
+            token, cookie = csrf_session(server.url, cookie)
             env = {"BENCH_CREATE": "1", "BENCH_CSRF": token, "BENCH_COOKIE": cookie}
         # A fresh run token for every wrk run: its emails restart at 1, and
         # repeated emails would profile the 409 page instead of the create.

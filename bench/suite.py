@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,7 +30,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from bench import report
+from bench import report, signin
 from harness.flask_cli import run_flask, start_flask
 from harness.gunicorn import GunicornServer
 
@@ -141,8 +140,10 @@ def write_import_file(path: Path, rows: int, run: str, taken_email: str) -> int:
 
 
 def fresh_database(url: str) -> None:
+    """An empty database with the app's tables and the benchmark's account."""
     drop_database(url)
     flask_cli(url, "init-db")
+    signin.create_account(url)
 
 
 def seed(url: str, count: int) -> dict:
@@ -186,12 +187,6 @@ def settled_row_counts(url: str, timeout: float = 30.0) -> tuple[int, int]:
 # --- HTTP ------------------------------------------------------------------
 
 
-def fetch(url: str) -> tuple[str, str]:
-    """(body, Set-Cookie) of a GET that must answer 200."""
-    with urllib.request.urlopen(url, timeout=30) as response:  # nosec: 127.0.0.1 only
-        return response.read().decode(), response.headers.get("Set-Cookie", "")
-
-
 def next_link(page: str) -> str | None:
     tag = re.search(r'<a\b[^>]*\brel="next"[^>]*>', page)
     if not tag:
@@ -199,23 +194,22 @@ def next_link(page: str) -> str | None:
     return html.unescape(re.search(r'href="([^"]*)"', tag.group(0)).group(1))
 
 
-def follow_next_links(base: str, pages: int) -> tuple[str, int]:
+def follow_next_links(base: str, pages: int, cookie: str) -> tuple[str, int]:
     """The path reached after up to ``pages`` ``rel="next"`` links, and how many."""
     path, followed = "/users", 0
     while followed < pages:
-        link = next_link(fetch(base + path)[0])
+        link = next_link(signin.get(base, path, cookie)[0])
         if link is None:
             break
         path, followed = link, followed + 1
     return path, followed
 
 
-def csrf_session(base: str) -> tuple[str, str]:
-    """A CSRF token and the session cookie it belongs to, from the new-user form."""
-    body, set_cookie = fetch(base + "/users/new")
-    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', body) or re.search(
-        r'value="([^"]+)"[^>]*name="csrf_token"', body)
-    return token.group(1), set_cookie.split(";", 1)[0]
+def csrf_session(base: str, cookie: str) -> tuple[str, str]:
+    """A CSRF token from the new-user form, and the signed-in session cookie
+    it belongs to (the form page adds the token's secret to the session)."""
+    page, cookie = signin.get(base, "/users/new", cookie)
+    return signin.csrf_token(page), cookie
 
 
 # --- wrk -------------------------------------------------------------------
@@ -304,7 +298,10 @@ class Suite:
     def scenarios(self, size: int, base: str, largest: bool) -> dict[str, tuple[str, dict]]:
         """Scenario name -> (URL, wrk environment) for the server of one size."""
         label = size_label(size)
-        deep_path, depth = follow_next_links(base, DEEP_PAGES)
+        # Every request is signed in, as a visitor's are: wrk sends this cookie.
+        cookie = signin.signed_in_cookie(base)
+        signed_in = {"BENCH_COOKIE": cookie}
+        deep_path, depth = follow_next_links(base, DEEP_PAGES, cookie)
         # A number someone might type: "12" at 1k, "12345" at 1m — found in
         # the names and emails of a handful (~20) of the generated users.
         term = "123456789"[: len(str(size)) - 2]
@@ -317,13 +314,13 @@ class Suite:
         self.info[f"search@{label}"] = {"q": term, "matches": matches}
         self.info[f"detail@{label}"] = {"user_id": middle}
         found = {
-            "first page": (f"{base}/users", {}),
-            "deep page": (base + deep_path, {}),
-            "search": (f"{base}/users?q={term}", {}),
-            "detail": (f"{base}/users/{middle}", {}),
+            "first page": (f"{base}/users", signed_in),
+            "deep page": (base + deep_path, signed_in),
+            "search": (f"{base}/users?q={term}", signed_in),
+            "detail": (f"{base}/users/{middle}", signed_in),
         }
         if largest:
-            token, cookie = csrf_session(base)
+            token, cookie = csrf_session(base, cookie)
             found["create"] = (f"{base}/users", {"BENCH_CREATE": "1", "BENCH_CSRF": token,
                                                   "BENCH_COOKIE": cookie})
         return found
@@ -337,18 +334,18 @@ class Suite:
             scenarios = self.scenarios(size, app.url, largest)
             # Warm-up: every worker imports its templates and fills its pool.
             for target, env in scenarios.values():
-                if not env:
-                    wrk(target, 1)
+                if "BENCH_CREATE" not in env:
+                    wrk(target, 1, env)
             wrk(hello.url + "/", 1)
             rss_warm = worker_rss_kib(app)
             for round_no in range(1, self.s.rounds + 1):
                 self.log(f"round {round_no}/{self.s.rounds} at {size} users")
                 self.record(f"hello@{label}", wrk(hello.url + "/", self.s.duration))
                 for name, (target, env) in scenarios.items():
-                    if env:
+                    if "BENCH_CREATE" in env:
                         self.record(f"{name}@{label}", self.create_run(url, target, env))
                     else:
-                        self.record(f"{name}@{label}", wrk(target, self.s.duration))
+                        self.record(f"{name}@{label}", wrk(target, self.s.duration, env))
             rss_end = worker_rss_kib(app)
             self.memory[label] = {
                 "after_warmup_kib": rss_warm, "after_run_kib": rss_end,

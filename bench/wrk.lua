@@ -7,7 +7,13 @@
 -- cookie given in BENCH_CSRF / BENCH_COOKIE, and 303 answers are counted as
 -- acknowledged creates.
 
+-- With BENCH_COOKIE set, every request sends it: the benchmark is signed in.
+
 local threads = {}
+local session_cookie = os.getenv("BENCH_COOKIE")
+if session_cookie then
+  wrk.headers["Cookie"] = session_cookie
+end
 local next_thread_id = 0
 
 function setup(thread)

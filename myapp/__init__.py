@@ -10,6 +10,7 @@ from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 
 from myapp import (
+    auth,
     cli,
     cli_db,
     config,
@@ -42,6 +43,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     register_request_guards(app)
     register_extensions(app)
     register_observability(app)
+    register_sign_in(app)
     register_url_converters(app)
     register_static_file_urls(app)
     register_blueprints(app)
@@ -72,6 +74,13 @@ def register_observability(app: Flask) -> None:
     observability.init_app(app)
 
 
+def register_sign_in(app: Flask) -> None:
+    # Flask-Login, and the guard that checks each view's access rule: after
+    # CSRFProtect's hook, so a forged POST is refused (400) before anything
+    # asks the database who is signed in.
+    auth.init_app(app)
+
+
 def register_url_converters(app: Flask) -> None:
     routing.init_app(app)
 
@@ -83,6 +92,7 @@ def register_static_file_urls(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     app.register_blueprint(views.bp)
+    app.register_blueprint(auth.views.bp)
 
 
 def register_template_helpers(app: Flask) -> None:
@@ -96,3 +106,4 @@ def register_errorhandlers(app: Flask) -> None:
 def register_commands(app: Flask) -> None:
     cli.init_app(app)
     cli_db.init_app(app)  # init-db and the db group: the schema's commands
+    auth.cli.init_app(app)

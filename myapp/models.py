@@ -1,4 +1,5 @@
-"""Tables of the contract, as typed SQLAlchemy models.
+"""Tables of the contract, as typed SQLAlchemy models: the users the app
+manages and their audit trail, and the accounts that sign in to manage them.
 
 Defaults and timestamps are computed by PostgreSQL (``server_default``), not
 by Python at import time, and rules that must hold under concurrency — the
@@ -7,13 +8,16 @@ case-insensitive unique email — are enforced by the database itself.
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 from typing import Annotated, Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
+    ForeignKey,
     Identity,
     Index,
     Integer,
@@ -30,7 +34,7 @@ BIGINT_MAX = 2**63 - 1  # the largest id PostgreSQL's bigint can hold
 EMAIL_MIN, EMAIL_MAX = 3, 254
 EMAIL_UNIQUE_INDEX = "users_email_lower_key"
 
-# The column shapes both tables use.
+# The column shapes the tables share.
 BigIdentity = Annotated[int, mapped_column(BigInteger, Identity(), primary_key=True)]
 ServerTimestamp = Annotated[
     datetime, mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -95,10 +99,87 @@ class AuditEvent(Base):
     action: Mapped[str]
     at: Mapped[ServerTimestamp]
     detail: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    # The account that made the change; NULL for changes made from the
+    # command line (import-users, seed-users) and for rows older than sign-in.
+    actor_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("accounts.id", name="audit_events_actor_id_fkey")
+    )
 
     __table_args__ = (
         CheckConstraint(
             "action IN ('create', 'update', 'delete')", name="audit_events_action"
         ),
         Index("audit_events_user_id_idx", user_id, id.desc()),
+    )
+
+
+# --- sign-in -------------------------------------------------------------------
+
+
+class Role(enum.StrEnum):
+    """What an account may do; each role may also do everything the ones
+    before it may."""
+
+    VIEWER = "viewer"  # reads users
+    EDITOR = "editor"  # also creates, edits, deletes and imports them
+    ADMIN = "admin"  # also manages accounts
+
+    @property
+    def rank(self) -> int:
+        return list(Role).index(self)
+
+    def includes(self, other: Role) -> bool:
+        return self.rank >= other.rank
+
+
+ACCOUNT_EMAIL_UNIQUE_INDEX = "accounts_email_lower_key"
+
+
+class Account(Base):
+    """Someone who can sign in. Kept apart from the ``users`` the app manages."""
+
+    __tablename__ = "accounts"
+
+    id: Mapped[BigIdentity]
+    email: Mapped[str] = mapped_column()  # assigned: the index below names it
+    role: Mapped[str]
+    # argon2id, in the PHC string format (algorithm, parameters, salt, hash).
+    password_hash: Mapped[str]
+    # Part of every session cookie of this account, compared on each request:
+    # raising it (sign out, new password, new role, disabled) makes every
+    # cookie issued before worthless.
+    session_version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    disabled: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    created_at: Mapped[ServerTimestamp]
+    updated_at: Mapped[ServerTimestamp] = mapped_column(onupdate=func.now())
+
+    __mapper_args__ = {"eager_defaults": True}
+    __table_args__ = (
+        CheckConstraint(
+            f"char_length(email) BETWEEN {EMAIL_MIN} AND {EMAIL_MAX}",
+            name="accounts_email_length",
+        ),
+        CheckConstraint(
+            "role IN ({})".format(", ".join(f"'{role}'" for role in Role)),
+            name="accounts_role",
+        ),
+        Index(ACCOUNT_EMAIL_UNIQUE_INDEX, func.lower(email), unique=True),
+    )
+
+
+class LoginFailure(Base):
+    """One failed (or not yet checked) sign-in attempt, for throttling: kept
+    in the database so that every worker of every instance counts the same."""
+
+    __tablename__ = "login_failures"
+
+    id: Mapped[BigIdentity]
+    # lower(email) as typed, whether or not an account has it: throttling
+    # only known addresses would tell an attacker which ones exist.
+    email_key: Mapped[str] = mapped_column()  # assigned: the indexes below name it
+    at: Mapped[ServerTimestamp] = mapped_column()
+
+    __table_args__ = (
+        Index("login_failures_email_key_at_idx", email_key, at),
+        Index("login_failures_at_idx", at),  # pruning the expired ones
     )

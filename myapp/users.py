@@ -4,7 +4,8 @@ Each function takes the ``orm.Session`` to work in as its first argument and
 knows nothing of Flask, so the views, the CLI and the tests call the same
 code with whatever session they own. Writes open their own short transaction
 with ``with session.begin():`` — it commits when the block ends and rolls
-back if anything in it raises — and write their audit row inside it.
+back if anything in it raises — and write their audit row inside it, naming
+``actor_id``, the account that made the change (None from the command line).
 
 A user comes in three shapes: ``User``, the mapped row a session tracks;
 ``UserFields`` (myapp.validation), input already cleaned, with no id yet;
@@ -14,13 +15,13 @@ A user comes in three shapes: ``User``, the mapped row a session tracks;
 from __future__ import annotations
 
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import orm, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
-from myapp.models import EMAIL_UNIQUE_INDEX, AuditEvent, User
+from myapp.models import EMAIL_UNIQUE_INDEX, Account, AuditEvent, User
 from myapp.validation import UserFields
 
 
@@ -77,15 +78,18 @@ def is_email_conflict(err: IntegrityError) -> bool:
     return getattr(diag, "constraint_name", None) == EMAIL_UNIQUE_INDEX
 
 
-def _audit(session: orm.Session, user: User, action: str, detail: dict | None = None) -> None:
-    """Add the audit row of ``action`` to the open transaction; by default
-    its detail is the user's values (what was created, or deleted)."""
+def _audit(session: orm.Session, user: User, action: str, actor_id: int | None,
+           detail: dict | None = None) -> None:
+    """Add the audit row of ``action`` by ``actor_id`` to the open
+    transaction; by default its detail is the user's values (what was
+    created, or deleted)."""
     if detail is None:
         detail = {"name": user.name, "email": user.email}
-    session.add(AuditEvent(user_id=user.id, action=action, detail=detail))
+    session.add(AuditEvent(user_id=user.id, action=action, detail=detail, actor_id=actor_id))
 
 
-def create_user(session: orm.Session, fields: UserFields) -> User:
+def create_user(session: orm.Session, fields: UserFields, *,
+                actor_id: int | None = None) -> User:
     """Insert a user and its ``create`` audit event in one transaction.
 
     Uniqueness is left to the database: checking first and inserting after
@@ -99,7 +103,7 @@ def create_user(session: orm.Session, fields: UserFields) -> User:
             # INSERT now, inside the open transaction: the audit row needs
             # the id PostgreSQL assigns. Nothing is visible to others yet.
             session.flush()
-            _audit(session, user, "create")
+            _audit(session, user, "create", actor_id)
     except IntegrityError as err:
         if is_email_conflict(err):
             raise EmailTaken(fields.email) from None
@@ -107,7 +111,8 @@ def create_user(session: orm.Session, fields: UserFields) -> User:
     return user
 
 
-def update_user(session: orm.Session, user_id: int, version: int, fields: UserFields) -> User:
+def update_user(session: orm.Session, user_id: int, version: int, fields: UserFields, *,
+                actor_id: int | None = None) -> User:
     """Save new values over version ``version`` of the user, with an audit row.
 
     Two checks guard against lost updates. The submitted ``version`` must be
@@ -130,7 +135,7 @@ def update_user(session: orm.Session, user_id: int, version: int, fields: UserFi
                 return user
             user.name, user.email = fields.name, fields.email
             session.flush()  # UPDATE ... WHERE id = :id AND version = :version
-            _audit(session, user, "update", {"changes": changes})
+            _audit(session, user, "update", actor_id, {"changes": changes})
     except StaleDataError:
         # The block rolled back; read the row as the winner left it (a
         # UserNotFound if the winner deleted it).
@@ -142,7 +147,7 @@ def update_user(session: orm.Session, user_id: int, version: int, fields: UserFi
     return user
 
 
-def delete_user(session: orm.Session, user_id: int) -> User:
+def delete_user(session: orm.Session, user_id: int, *, actor_id: int | None = None) -> User:
     """Delete the user; its audit history stays, with a ``delete`` event added.
 
     The delete form carries no version: "delete this user" stands whatever
@@ -158,7 +163,7 @@ def delete_user(session: orm.Session, user_id: int) -> User:
     with session.begin():
         user = get_user(session, user_id, for_update=True)
         session.delete(user)
-        _audit(session, user, "delete")
+        _audit(session, user, "delete", actor_id)
     return user
 
 
@@ -170,11 +175,22 @@ def get_user(session: orm.Session, user_id: int, *, for_update: bool = False) ->
     return user
 
 
-def user_history(session: orm.Session, user_id: int) -> list[AuditEvent]:
-    """The user's audit events, newest first (kept after the user is deleted)."""
+class HistoryEntry(NamedTuple):
+    """One audit event as the history shows it."""
+
+    action: str
+    at: datetime
+    detail: dict[str, Any]
+    actor: str | None  # the email of the account that made the change
+
+
+def user_history(session: orm.Session, user_id: int) -> list[HistoryEntry]:
+    """The user's audit events, newest first (kept after the user is deleted),
+    each with the email of the account that made it."""
     stmt = (
-        select(AuditEvent)
+        select(AuditEvent.action, AuditEvent.at, AuditEvent.detail, Account.email)
+        .outerjoin(Account, AuditEvent.actor_id == Account.id)
         .where(AuditEvent.user_id == user_id)
         .order_by(AuditEvent.id.desc())
     )
-    return list(session.scalars(stmt))
+    return [HistoryEntry._make(row) for row in session.execute(stmt)]

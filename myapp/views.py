@@ -8,11 +8,13 @@ import io
 import re
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user
 
 from myapp import db, importing, listing, users
+from myapp.auth.access import public, role_required
 from myapp.config import MAX_UPLOAD_BYTES, MAX_UPLOAD_TEXT
 from myapp.forms import EditUserForm, ImportForm, UserForm
-from myapp.models import BIGINT_MAX
+from myapp.models import BIGINT_MAX, Role
 from myapp.validation import has_forbidden_characters
 
 bp = Blueprint("users", __name__)
@@ -40,11 +42,13 @@ def _search_arg() -> str:
 
 
 @bp.get("/")
+@role_required(Role.VIEWER)
 def index():
     return redirect(url_for("users.list_users"))
 
 
 @bp.get("/users")
+@role_required(Role.VIEWER)
 def list_users():
     search = _search_arg()
     limit = _int_arg("limit", listing.PAGE_SIZE, 1, listing.MAX_PAGE_SIZE)
@@ -54,17 +58,19 @@ def list_users():
 
 
 @bp.get("/users/new")
+@role_required(Role.EDITOR)
 def new_user():
     return render_template("users/new.html", form=UserForm())
 
 
 @bp.post("/users")
+@role_required(Role.EDITOR)
 def create_user():
     form = UserForm()
     if not form.validate():
         return render_template("users/new.html", form=form), 422
     try:
-        user = users.create_user(db.Session(), form.user_fields())
+        user = users.create_user(db.Session(), form.user_fields(), actor_id=current_user.id)
     except users.EmailTaken:
         form.email.errors.append(users.EmailTaken.message)
         return render_template("users/new.html", form=form), 409
@@ -73,6 +79,7 @@ def create_user():
 
 
 @bp.get("/users/<id:user_id>")
+@role_required(Role.VIEWER)
 def show_user(user_id: int):
     user = users.get_user(db.Session(), user_id)
     history = users.user_history(db.Session(), user_id)
@@ -80,12 +87,14 @@ def show_user(user_id: int):
 
 
 @bp.get("/users/<id:user_id>/edit")
+@role_required(Role.EDITOR)
 def edit_user(user_id: int):
     form = EditUserForm(obj=users.get_user(db.Session(), user_id))
     return render_template("users/edit.html", form=form, user_id=user_id)
 
 
 @bp.post("/users/<id:user_id>/edit")
+@role_required(Role.EDITOR)
 def update_user(user_id: int):
     form = EditUserForm()
     if not form.validate():
@@ -94,7 +103,8 @@ def update_user(user_id: int):
             abort(400, description="This form is damaged or incomplete; reload the page.")
         return render_template("users/edit.html", form=form, user_id=user_id), 422
     try:
-        user = users.update_user(db.Session(), user_id, form.version.data, form.user_fields())
+        user = users.update_user(db.Session(), user_id, form.version.data, form.user_fields(),
+                                 actor_id=current_user.id)
     except users.StaleVersion as stale:
         return render_template("users/conflict.html", current=stale.current, form=form), 409
     except users.EmailTaken:
@@ -105,13 +115,15 @@ def update_user(user_id: int):
 
 
 @bp.post("/users/<id:user_id>/delete")
+@role_required(Role.EDITOR)
 def delete_user(user_id: int):
-    user = users.delete_user(db.Session(), user_id)
+    user = users.delete_user(db.Session(), user_id, actor_id=current_user.id)
     flash(f"User “{user.name}” was deleted. Their history is kept.", "success")
     return redirect(url_for("users.list_users"), 303)
 
 
 @bp.get("/users/import")
+@role_required(Role.EDITOR)
 def import_form():
     return render_template("users/import.html", form=ImportForm())
 
@@ -123,6 +135,7 @@ def _stream_size(stream) -> int:
 
 
 @bp.post("/users/import")
+@role_required(Role.EDITOR)
 def import_users():
     form = ImportForm()
     form.validate()  # nothing to check beyond CSRF, but it readies the error lists
@@ -138,7 +151,7 @@ def import_users():
         form.file.errors.append("Choose a CSV file, or paste CSV text below.")
         return render_template("users/import.html", form=form), 422
     try:
-        report = importing.import_users(db.Session(), lines)
+        report = importing.import_users(db.Session(), lines, actor_id=current_user.id)
     except importing.ImportFormatError as err:
         source.errors.append(f"{err} Nothing was imported.")
         return render_template("users/import.html", form=form), 422
@@ -149,6 +162,7 @@ def import_users():
 
 
 @bp.get("/healthz")
+@public
 def healthz():
     if db.ping(db.Session()):
         return {"status": "ok", "database": "ok"}

@@ -6,7 +6,9 @@ it at one. pytest-flask provides ``config`` (``app.config``) and the
 ``options`` marker; its ``client`` and its request context are replaced
 below, each saying why.
 
-Every test that touches the database starts with empty tables, one of two ways:
+Every test that touches the database starts with empty tables but for one
+account per role (tests/support/accounts.py; ``client`` is signed in as the
+editor), one of two ways:
 
 * **Rolled back** (the default for tests that use the app in this process):
   the test runs inside one transaction on one connection, which every session
@@ -32,7 +34,8 @@ from sqlalchemy.pool import NullPool
 
 from myapp import PROJECT_ROOT, config, create_app, db
 from myapp.migrating import init_database
-from tests.support import database, factories, fault_report
+from myapp.models import Role
+from tests.support import accounts, database, factories, fault_report
 
 
 @pytest.fixture(scope="session")
@@ -82,14 +85,32 @@ def _push_request_context():
 
 
 @pytest.fixture
-def client(app):
-    """A test client used outside any context, so each request tears down.
+def new_client(app):
+    """``new_client(role=Role.EDITOR)``: a test client signed in as the
+    standard account of ``role`` (None: anonymous), used outside any
+    context, so each request tears down.
 
-    Replaces pytest-flask's, which enters ``with app.test_client()``: that
+    Not pytest-flask's way, which enters ``with app.test_client()``: that
     keeps each request's context until the next request, so the session
     would be removed one request late (and a request sent from another
     thread would fail to pop its context)."""
-    return app.test_client()
+
+    def make(role: Role | None = Role.EDITOR):
+        return accounts.sign_in_test_client(app.test_client(), role)
+
+    return make
+
+
+@pytest.fixture
+def client(new_client):
+    """A test client signed in as the editor: what most tests exercise.
+    Replaces pytest-flask's (see ``new_client``)."""
+    return new_client()
+
+
+@pytest.fixture
+def anonymous_client(new_client):
+    return new_client(None)
 
 
 @pytest.fixture
@@ -122,6 +143,7 @@ def _database_bind(request):
         db.Session.remove()
         with db.engine().connect() as connection:
             outer = connection.begin()
+            accounts.insert_standard_accounts(connection)
             db.Session.configure(bind=connection, join_transaction_mode="create_savepoint")
             try:
                 yield connection
@@ -139,6 +161,8 @@ def _database_bind(request):
         # sequences; a rollback does not undo that). After: the next test,
         # which may be a rolled-back one, starts with empty tables.
         database.truncate_tables(engine)
+        with engine.begin() as connection:
+            accounts.insert_standard_accounts(connection)
         try:
             yield engine
         finally:

@@ -140,9 +140,9 @@ def test_delete_waits_for_a_save_in_progress_and_audits_what_it_saved(
 
 
 @pytest.mark.commits  # threads: each request on a connection of its own
-def test_two_threads_saving_the_same_version_exactly_one_wins(app, tables, make_user):
+def test_two_threads_saving_the_same_version_exactly_one_wins(new_client, tables, make_user):
     user = make_user()
-    clients = [app.test_client() for _ in range(6)]
+    clients = [new_client() for _ in range(6)]
     tokens = [csrf_token(c, f"/users/{user.id}/edit") for c in clients]
     barrier = threading.Barrier(len(clients))
     statuses = []
@@ -296,10 +296,10 @@ def test_audit_rows_equal_the_successful_changes(client, tables, make_user):
 
 
 @pytest.mark.commits  # threads: each request on a connection of its own
-def test_concurrent_edit_and_delete_never_500(app, tables, make_user):
+def test_concurrent_edit_and_delete_never_500(new_client, tables, make_user):
     for round_ in range(5):
         user = make_user(f"R{round_}", f"r{round_}@example.com")
-        editor, deleter = app.test_client(), app.test_client()
+        editor, deleter = new_client(), new_client()
         edit_token = csrf_token(editor, f"/users/{user.id}/edit")
         delete_token = csrf_token(deleter, f"/users/{user.id}")
         barrier = threading.Barrier(2)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -15,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from harness.gunicorn import GunicornServer
+from tests.support.http import Browser
 from tests.support.prometheus import promtool, scrape, scrape_text
 from tests.support.proxy import TcpProxy
 from tests.support.sampling import wait_for_a_lock_wait
@@ -25,9 +28,20 @@ USERS_200 = {"route": "/users", "method": "GET", "status": "200"}
 USER_404 = {"route": "/users/<id:user_id>", "method": "GET", "status": "404"}
 
 
-def fresh_get(url: str, **kwargs) -> requests.Response:
-    """One request on its own connection, so reuse_port spreads them over the workers."""
-    return requests.get(url, timeout=30, headers={"Connection": "close"}, **kwargs)
+_editor_cookies: weakref.WeakKeyDictionary[GunicornServer, str] = weakref.WeakKeyDictionary()
+_signing_in = threading.Lock()
+
+
+def fresh_get(server: GunicornServer, path: str) -> requests.Response:
+    """One request as the signed-in editor, on its own connection, so
+    reuse_port spreads them over the workers. The server's first call signs
+    in through the login form (its requests are not /users's)."""
+    with _signing_in:  # the pool test sends from several threads
+        if server not in _editor_cookies:
+            _editor_cookies[server] = Browser(server.url).cookie_header()
+        cookie = _editor_cookies[server]
+    return requests.get(server.url + path, timeout=30,
+                        headers={"Connection": "close", "Cookie": cookie})
 
 
 def wait_for_replacement(server: GunicornServer, dead: int, timeout: float = 30.0) -> None:
@@ -47,9 +61,9 @@ def access_lines(server: GunicornServer) -> list[dict]:
 
 def test_a_scrape_passes_promtool_check_metrics(database_url):
     with GunicornServer(database_url, workers=2, threads=2) as server:
-        fresh_get(server.url + "/users")
-        fresh_get(server.url + "/users/12345")
-        fresh_get(server.url + "/nowhere")
+        fresh_get(server, "/users")
+        fresh_get(server, "/users/12345")
+        fresh_get(server, "/nowhere")
         body = scrape_text(server.url)
     result = promtool("check", "metrics", stdin=body)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -70,9 +84,9 @@ def test_counters_add_up_over_workers_and_survive_a_killed_worker(database_url, 
     with GunicornServer(database_url, workers=2, threads=2, env=env) as server:
         assert not (metrics_dir / "counter_99999.db").exists()
         for _ in range(30):
-            assert fresh_get(server.url + "/users").status_code == 200
+            assert fresh_get(server, "/users").status_code == 200
         for n in range(10):
-            assert fresh_get(f"{server.url}/users/{1000 + n}").status_code == 404
+            assert fresh_get(server, f"/users/{1000 + n}").status_code == 404
 
         # Both workers served (the access log names each line's process) ...
         pids = {line["pid"] for line in access_lines(server) if line["route"] == "/users"}
@@ -108,7 +122,7 @@ def test_counters_add_up_over_workers_and_survive_a_killed_worker(database_url, 
         assert (metrics_dir / "counter_archive.db").exists()
 
         for _ in range(10):
-            assert fresh_get(server.url + "/users").status_code == 200
+            assert fresh_get(server, "/users").status_code == 200
         assert scrape(server.url).value("myapp_http_requests_total", **USERS_200) == 40
 
     # A graceful stop folds the last workers too; the directory we chose stays.
@@ -121,7 +135,7 @@ def test_repeated_worker_restarts_leave_one_archive_per_type(database_url, tmp_p
     env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
     with GunicornServer(database_url, workers=2, threads=1, env=env) as server:
         for round_no in range(3):
-            assert fresh_get(server.url + "/users").status_code == 200
+            assert fresh_get(server, "/users").status_code == 200
             victim = server.worker_pids()[0]
             os.kill(victim, signal.SIGKILL)
             wait_for_replacement(server, victim)
@@ -135,7 +149,7 @@ def test_repeated_worker_restarts_leave_one_archive_per_type(database_url, tmp_p
 def test_without_a_directory_the_server_makes_and_removes_its_own(database_url, tmp_path):
     # TMPDIR: where tempfile makes the private directory, so the test can find it.
     with GunicornServer(database_url, workers=1, threads=1, env={"TMPDIR": str(tmp_path)}) as server:
-        fresh_get(server.url + "/users")
+        fresh_get(server, "/users")
         [private] = tmp_path.glob("myapp-metrics-*")
         assert list(private.glob("*.db"))
         assert scrape(server.url).value("myapp_http_requests_total", **USERS_200) == 1
@@ -152,7 +166,7 @@ def test_a_private_directory_in_an_inherited_environment_is_never_shared(databas
     env = {"PROMETHEUS_MULTIPROC_DIR": str(theirs),
            "MYAPP_PRIVATE_METRICS_DIR": f"{os.getpid()} {theirs}", "TMPDIR": str(tmp_path)}
     with GunicornServer(database_url, workers=1, threads=1, env=env) as server:
-        assert fresh_get(server.url + "/users").status_code == 200
+        assert fresh_get(server, "/users").status_code == 200
         [own] = tmp_path.glob("myapp-metrics-*")
         assert list(own.glob("*.db"))
         assert scrape(server.url).value("myapp_http_requests_total", **USERS_200) == 1
@@ -183,14 +197,14 @@ def test_pool_saturation_shows_in_the_wait_histogram_and_timeouts(
     env = {"DB_POOL_SIZE": "1", "DB_POOL_TIMEOUT": "1"}
     with GunicornServer(database_url, workers=1, threads=4, env=env) as server:
         base = scrape(server.url)
-        holder = ThreadPoolExecutor(1).submit(fresh_get, server.url + "/users")
+        holder = ThreadPoolExecutor(1).submit(fresh_get, server, "/users")
         wait_for_a_lock_wait(inspect_engine)  # it holds the one connection
 
         during = scrape(server.url)
         assert during.value("myapp_db_pool_checked_out_connections", pool="primary") == 1
         with ThreadPoolExecutor(3) as pool:
             statuses = [r.status_code for r in pool.map(
-                lambda _: fresh_get(server.url + "/users"), range(3))]
+                lambda _: fresh_get(server, "/users"), range(3))]
         assert statuses == [503] * 3
         table_lock.release()
         assert holder.result(timeout=30).status_code == 200
@@ -213,7 +227,7 @@ def test_pool_saturation_shows_in_the_wait_histogram_and_timeouts(
 def test_a_statement_timeout_is_a_503_by_its_cause(database_url, inspect_engine, table_lock):
     env = {"DB_STATEMENT_TIMEOUT_MS": "300"}
     with GunicornServer(database_url, workers=1, threads=2, env=env) as server:
-        assert fresh_get(server.url + "/users").status_code == 503
+        assert fresh_get(server, "/users").status_code == 503
         table_lock.release()
         counts = scrape(server.url)
     assert counts.value("myapp_database_unavailable_responses_total",
@@ -226,13 +240,13 @@ def test_a_database_cut_shows_in_the_503_counter_by_cause(database_url):
         url = proxy.url_for(make_url(database_url)).render_as_string(hide_password=False)
         env = {"DB_CONNECT_TIMEOUT": "2", "DB_POOL_TIMEOUT": "2"}
         with GunicornServer(url, workers=1, threads=2, env=env) as server:
-            assert fresh_get(server.url + "/users").status_code == 200
+            assert fresh_get(server, "/users").status_code == 200
             proxy.refuse()
             proxy.cut()
-            statuses = [fresh_get(server.url + "/users").status_code for _ in range(3)]
+            statuses = [fresh_get(server, "/users").status_code for _ in range(3)]
             down = scrape(server.url)  # /metrics answers while the database is gone
             proxy.accept()
-            assert fresh_get(server.url + "/users").status_code == 200
+            assert fresh_get(server, "/users").status_code == 200
             back = scrape(server.url)
     assert statuses == [503] * 3
     assert down.value("myapp_database_unavailable_responses_total",
@@ -261,7 +275,7 @@ def test_a_reload_replaces_the_workers_and_keeps_the_counts(database_url, tmp_pa
     with GunicornServer(database_url, workers=2, threads=1,
                         env={"TMPDIR": str(tmp_path)}) as server:
         for _ in range(6):
-            assert fresh_get(server.url + "/users").status_code == 200
+            assert fresh_get(server, "/users").status_code == 200
         [private] = tmp_path.glob("myapp-metrics-*")
         old = {f"{pid}.db" for pid in server.worker_pids()}
 

@@ -24,7 +24,6 @@ from myapp.models import Base
 from tests.support.commands import assert_only_error_line, start_flask_logging, wait_for_output
 from tests.support.database import (
     Tables,
-    assert_nothing_written,
     assert_schema_unchanged,
     create_test_database,
     drop_test_database,
@@ -124,6 +123,31 @@ def test_downgrade_one_step_then_to_0001_and_upgrade_again(database_without_tabl
     assert schema_dump(url) == head_dump
 
 
+def _actor_key_validated(url) -> bool | None:
+    engine = create_engine(url, poolclass=NullPool)
+    with engine.connect() as conn:
+        validated = conn.scalar(text(
+            "SELECT convalidated FROM pg_constraint WHERE conname = 'audit_events_actor_id_fkey'"))
+    engine.dispose()
+    return validated
+
+
+def test_the_actor_key_comes_not_valid_in_0003_and_validated_in_0004(database_without_tables):
+    """0003 adds the foreign key without scanning audit_events; 0004 checks
+    the old rows apart, under a lock that lets requests go on."""
+    url = database_without_tables
+    assert run_flask("db", "upgrade", "0003", database_url=url).returncode == 0
+    assert _actor_key_validated(url) is False
+    upgraded = run_flask("db", "upgrade", "0004", database_url=url)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert _actor_key_validated(url) is True
+    assert run_flask("db", "downgrade", "0003", database_url=url).returncode == 0
+    assert _actor_key_validated(url) is False
+    assert run_flask("db", "downgrade", "0002", database_url=url).returncode == 0
+    assert _actor_key_validated(url) is None  # gone with its column
+    assert "accounts" not in table_names(url)
+
+
 def test_history_lists_every_revision_newest_first(database_url):
     result = run_flask("db", "history", database_url=database_url)
     assert result.returncode == 0, result.stderr
@@ -197,14 +221,26 @@ def test_a_premigration_database_is_adopted_with_every_row(premigration_database
     url = premigration_database
     engine = create_engine(url, poolclass=NullPool)
     assert Tables(engine).counts() == (2, 2)
+    before = _premigration_rows(engine)
 
-    with assert_nothing_written(Tables(engine)):  # every row kept as it was
-        result = run_flask("init-db", database_url=url)
-    engine.dispose()
+    result = run_flask("init-db", database_url=url)
     assert result.returncode == 0, result.stderr
+    assert _premigration_rows(engine) == before  # every row kept as it was
+    engine.dispose()
     assert f"stamped at {ADOPTION_REVISION}" in result.stdout
     assert _current(url) == f"{HEAD} (head)"
     assert schema_dump(url) == head_dump  # as if it had been made by the migrations
+
+
+def _premigration_rows(engine) -> dict[str, list[tuple]]:
+    """Every row of a pre-migration database, in the columns it had then
+    (``Tables.snapshot`` reads tables and columns later revisions added)."""
+    with engine.connect() as conn:
+        return {
+            "users": [tuple(r) for r in conn.execute(text("SELECT * FROM users ORDER BY id"))],
+            "audit_events": [tuple(r) for r in conn.execute(text(
+                "SELECT id, user_id, action, at, detail FROM audit_events ORDER BY id"))],
+        }
 
 
 @pytest.mark.parametrize("drift, named", [
@@ -225,8 +261,10 @@ def test_a_drifted_premigration_database_is_refused_and_left_as_it_was(
     url = premigration_database
     _run_sql(url, *drift)
     engine = create_engine(url, poolclass=NullPool)
-    with assert_schema_unchanged(url), assert_nothing_written(Tables(engine)):
+    before = _premigration_rows(engine)
+    with assert_schema_unchanged(url):
         result = run_flask("init-db", database_url=url)
+    assert _premigration_rows(engine) == before
     engine.dispose()
     assert result.returncode == 1
     assert_only_error_line(result, "init-db refused", "cannot be adopted", named, "nothing was changed")

@@ -18,9 +18,12 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import NullPool
 
 from myapp import db
+from myapp.auth import signin
+from myapp.models import Role
 from myapp.observability import database, metrics
 from myapp.observability.request_context import request_id_for
 from harness.gunicorn import free_port
+from tests.support import accounts
 from tests.support.database import assert_nothing_written
 from tests.support.forms import submit
 from tests.support.prometheus import Scrape
@@ -222,6 +225,25 @@ def test_hooks_count_known_values_and_refuse_others(record, value, name, label):
     with pytest.raises(ValueError, match=label):
         record("anything-else")
     assert sample(name, **{label: "anything-else"}) == 0
+
+
+def test_the_login_form_counts_each_attempt_by_outcome(new_client):
+    """Wrong passwords up to the limit are failures, the next attempt is
+    locked out (429), and the right password, for another account, a success."""
+    outcomes = ("failure", "locked_out", "success")
+    before = {outcome: sample("myapp_sign_in_attempts_total", outcome=outcome)
+              for outcome in outcomes}
+    client = new_client(None)
+    viewer = accounts.EMAILS[Role.VIEWER]
+    statuses = [submit(client, "/login", {"email": viewer, "password": "wrong password!"},
+                       page="/login").status_code for _ in range(signin.MAX_FAILURES + 1)]
+    signed_in = submit(client, "/login", {"email": accounts.EMAILS[Role.EDITOR],
+                                          "password": accounts.PASSWORD}, page="/login")
+    assert statuses == [401] * signin.MAX_FAILURES + [429]
+    assert signed_in.status_code == 303
+    counted = {outcome: sample("myapp_sign_in_attempts_total", outcome=outcome) - before[outcome]
+               for outcome in outcomes}
+    assert counted == {"failure": signin.MAX_FAILURES, "locked_out": 1, "success": 1}
 
 
 def test_replica_lag_hook_sets_the_gauge():

@@ -6,6 +6,7 @@ import pytest
 import requests
 
 from harness.gunicorn import GunicornServer
+from tests.support.http import Browser
 from tests.support.prometheus import RULES_DIR, PrometheusServer, promtool
 
 ALERTS = {"MyappInstanceDown", "MyappHigh503Rate", "MyappPoolSaturated", "MyappReplicaLagging"}
@@ -45,9 +46,10 @@ def test_prometheus_scrapes_two_instances_and_answers_the_request_rate(database_
     with (GunicornServer(database_url, workers=1, threads=2) as first,
           GunicornServer(database_url, workers=1, threads=2) as second):
         targets = [server.url.removeprefix("http://") for server in (first, second)]
+        browsers = {server: Browser(server.url) for server in (first, second)}  # the editor
         # A series is born at its first scrape; rate() needs it to have grown after that.
         for server in (first, second):
-            assert requests.get(server.url + "/users", timeout=30).status_code == 200
+            assert browsers[server].get("/users").status_code == 200
         with PrometheusServer(targets) as prometheus:
             up = prometheus.wait_for('up{job="myapp"} == 1', lambda result: len(result) == 2)
             assert {series["metric"]["instance"] for series in up} == set(targets)
@@ -55,7 +57,7 @@ def test_prometheus_scrapes_two_instances_and_answers_the_request_rate(database_
                                 lambda result: len(result) == 2)
             for server in (first, second):
                 for _ in range(5):
-                    assert requests.get(server.url + "/users", timeout=30).status_code == 200
+                    assert browsers[server].get("/users").status_code == 200
 
             rates = prometheus.wait_for(
                 'sum by (instance) (rate(myapp_http_requests_total{route="/users"}[1m]))',

@@ -7,6 +7,9 @@ import pytest
 from sqlalchemy.pool import NullPool
 
 from myapp import config, create_app, db
+from myapp.auth.access import public
+from myapp.models import Role
+from tests.support import accounts
 
 
 # An app built here binds the session registry to its own engine, outside
@@ -36,6 +39,7 @@ def remote_and_scheme(app, headers) -> tuple[str, str, str]:
     seen = {}
 
     @app.get("/_seen")
+    @public  # every view declares who may open it (myapp/auth/access.py)
     def _seen():
         from flask import request
 
@@ -104,7 +108,8 @@ def test_trusted_hosts_setting(tmp_path, monkeypatch):
 
 def test_static_urls_carry_a_content_hash(make_app):
     app = make_app()
-    page = app.test_client().get("/users/new").get_data(as_text=True)
+    client = accounts.sign_in_test_client(app.test_client(), Role.EDITOR)
+    page = client.get("/users/new").get_data(as_text=True)
     assert "/static/style.css?v=" in page
     with app.test_request_context():
         from flask import url_for

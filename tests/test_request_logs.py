@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import requests
 
 from harness.gunicorn import GunicornServer
+from myapp.models import Role
+from tests.support import accounts
 from tests.support.forms import extract_csrf_token
+from tests.support.http import Browser
 
 pytestmark = pytest.mark.server
 
@@ -23,10 +25,10 @@ def json_lines(server: GunicornServer) -> list[dict]:
 def test_json_logs_one_object_per_line_with_the_request_fields(database_url):
     env = {"LOG_FORMAT": "json", "SLOW_REQUEST_MS": "0"}  # 0: every request is "slow"
     with GunicornServer(database_url, workers=2, threads=2, env=env) as server:
-        response = requests.get(server.url + "/users", headers={"X-Request-ID": "json-req-1"},
-                                timeout=30)
+        browser = Browser(server.url)  # signed in as the editor
+        response = browser.get("/users", headers={"X-Request-ID": "json-req-1"})
         assert response.headers["X-Request-ID"] == "json-req-1"
-        unnamed = requests.get(server.url + "/users/77", timeout=30)
+        unnamed = browser.get("/users/77")
     lines = json_lines(server)
 
     mine = [line for line in lines if line["request_id"] == "json-req-1"]
@@ -39,7 +41,7 @@ def test_json_logs_one_object_per_line_with_the_request_fields(database_url):
         "GET", "/users", "/users", 200)
     assert access["sql_statements"] >= 1
     assert access["sql_ms"] >= 0 and access["duration_ms"] > 0
-    assert access["account_id"] is None  # until sign-in exists
+    assert access["account_id"] == accounts.IDS[Role.EDITOR]  # who asked
     assert access["instance"].endswith(server.url.removeprefix("http://"))
     assert slow["level"] == "WARNING"
     assert slow["sql_statements"] == access["sql_statements"]
@@ -58,7 +60,7 @@ def test_json_logs_one_object_per_line_with_the_request_fields(database_url):
 def test_text_logs_carry_the_request_id_too(database_url):
     env = {"LOG_FORMAT": "text", "SLOW_REQUEST_MS": "0"}
     with GunicornServer(database_url, workers=1, threads=2, env=env) as server:
-        requests.get(server.url + "/users", headers={"X-Request-ID": "text-req-1"}, timeout=30)
+        Browser(server.url).get("/users", headers={"X-Request-ID": "text-req-1"})
     lines = [line for line in server.output().splitlines() if "text-req-1" in line]
     assert len(lines) == 2, lines
     access, = [line for line in lines if '"GET /users HTTP/1.1" 200' in line]
@@ -74,7 +76,12 @@ def test_no_password_csrf_token_or_cookie_reaches_a_log_line(database_url, log_f
     # --log-level debug: even gunicorn's most talkative setting logs none of them.
     with GunicornServer(database_url, workers=1, threads=2, env=env,
                         extra_args=("--log-level", "debug")) as server:
-        http = requests.Session()
+        browser = Browser(server.url, role=None)
+        editor = accounts.EMAILS[Role.EDITOR]
+        # The login form: a wrong password (401), then the right one (303).
+        wrong = browser.submit("/login", {"email": editor, "password": password}, page="/login")
+        browser.sign_in(editor, accounts.PASSWORD)
+        http = browser.http
         page = http.get(server.url + "/users/new", timeout=30)
         token = extract_csrf_token(page.text)
         cookie = http.cookies.get("session")
@@ -93,9 +100,10 @@ def test_no_password_csrf_token_or_cookie_reaches_a_log_line(database_url, log_f
                            data={"csrf_token": token[:-4] + "AAAA", "password": password})
         http.get(server.url + "/users", params={"q": "x"}, timeout=30,
                  headers={"Authorization": f"Bearer {password}"})
+    assert wrong.status_code == 401
     assert statuses == [303, 422, 409, 200]
     assert forged.status_code == 400
     output = server.output()
-    assert "POST /users" in output  # the requests were logged ...
-    for secret in (password, token, cookie, token[:-4]):
+    assert "POST /login" in output and "POST /users" in output  # the requests were logged ...
+    for secret in (password, accounts.PASSWORD, token, cookie, token[:-4]):
         assert secret not in output  # ... without their secrets

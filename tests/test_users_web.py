@@ -350,10 +350,10 @@ def test_oversize_body_is_413_and_writes_nothing(client, tables):
 
 
 @pytest.mark.commits  # threads: each request on a connection of its own
-def test_simultaneous_creates_of_one_email_give_one_user_and_409s(app, tables):
+def test_simultaneous_creates_of_one_email_give_one_user_and_409s(new_client, tables):
     """The race check-then-insert loses: both requests pass any check, the
     unique index decides, and the loser gets a 409 — never a 500."""
-    clients = [app.test_client() for _ in range(8)]
+    clients = [new_client() for _ in range(8)]
     tokens = [csrf_token(c) for c in clients]
     barrier = threading.Barrier(len(clients))
     statuses = []

@@ -48,9 +48,11 @@ def import_users(
     lines: Iterable[str],
     *,
     batch_size: int = BATCH_SIZE,
+    actor_id: int | None = None,
 ) -> ImportReport:
     """Import CSV text (an iterable of lines, e.g. :func:`text_lines`) in one transaction.
 
+    ``actor_id`` is the account importing (None from the command line).
     Raises, with nothing written, :class:`ImportFormatError` if the input
     has no ``name,email`` header, is not CSV, or is not UTF-8, and
     :class:`ImportInProgress` if another import's transaction is under way.
@@ -62,7 +64,7 @@ def import_users(
         first = next(batches)  # header problems surface here, before any write
         with session.begin():
             take_turn(session)
-            inserter = BatchInserter(session, report)
+            inserter = BatchInserter(session, report, actor_id)
             for batch in itertools.chain([first], batches):
                 report.rejected += batch.invalid
                 if batch.rows:

@@ -29,9 +29,10 @@ from myapp.users import EmailTaken, is_email_conflict
 class BatchInserter:
     """Inserts validated rows for one import run, inside the caller's transaction."""
 
-    def __init__(self, session: orm.Session, report: ImportReport):
+    def __init__(self, session: orm.Session, report: ImportReport, actor_id: int | None):
         self.session = session
         self.report = report
+        self.actor_id = actor_id  # the account importing, for the audit rows
         # Tags this run's audit rows, so a duplicate can name the earlier line.
         self.run = secrets.token_hex(8)
 
@@ -87,6 +88,7 @@ class BatchInserter:
                 "emails": [row.fields.email for row in batch],
                 "lines": [row.line for row in batch],
                 "run": self.run,
+                "actor_id": self.actor_id,
             },
         )
 

@@ -6,7 +6,7 @@ turns back into rows: one short statement per batch, not one per row.
 
 from __future__ import annotations
 
-from sqlalchemy import Integer, Text, bindparam, func, insert, literal, select, true
+from sqlalchemy import BigInteger, Integer, Text, bindparam, func, insert, literal, select, true
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from myapp.models import AuditEvent, User
@@ -84,8 +84,9 @@ def _insert_batch_statement():
         "line", rows.c.line,
     )
     return insert(audit_events).from_select(
-        ["user_id", "action", "detail"],
-        select(created.c.id, literal("create"), detail).join_from(
+        ["user_id", "action", "detail", "actor_id"],
+        select(created.c.id, literal("create"), detail,
+               bindparam("actor_id", type_=BigInteger)).join_from(
             created, rows, created.c.email == rows.c.email
         ),
     )

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from alembic import context, op
@@ -65,30 +65,20 @@ def create_index_concurrently(
         op.create_index(index_name, table_name, columns, **kw)
         return
     bind = op.get_bind()
+
+    def build() -> None:
+        valid = bind.scalar(_INDEX_STATE, {"name": index_name})
+        if valid:
+            log.info("Index %s is already built; keeping it", index_name)
+            return
+        if valid is not None:
+            log.info("Dropping %s, left INVALID by a failed build", index_name)
+            op.drop_index(index_name, table_name=table_name,
+                          postgresql_concurrently=True, if_exists=True)
+        op.create_index(index_name, table_name, columns, postgresql_concurrently=True, **kw)
+
     with op.get_context().autocommit_block():
-        for attempt in range(1, attempts + 1):
-            try:
-                valid = bind.scalar(_INDEX_STATE, {"name": index_name})
-                if valid:
-                    log.info("Index %s is already built; keeping it", index_name)
-                    return
-                if valid is not None:
-                    log.info("Dropping %s, left INVALID by a failed build", index_name)
-                    op.drop_index(index_name, table_name=table_name,
-                                  postgresql_concurrently=True, if_exists=True)
-                op.create_index(index_name, table_name, columns,
-                                postgresql_concurrently=True, **kw)
-                return
-            except OperationalError as err:
-                code = getattr(err.orig, "pgcode", None)
-                if code not in RETRYABLE or attempt == attempts:
-                    raise
-                first_line = str(err.orig).strip().splitlines()[0]
-                log.warning("Building %s, attempt %d of %d: %s; retrying in %.0f s",
-                            index_name, attempt, attempts, first_line, pause_seconds)
-            # Give the long transaction that was in the way time to end.
-            time.sleep(pause_seconds)
-            pause_seconds *= 2
+        _retried(f"Building {index_name}", build, attempts, pause_seconds)
 
 
 def drop_index_concurrently(index_name: str, table_name: str) -> None:
@@ -100,6 +90,52 @@ def drop_index_concurrently(index_name: str, table_name: str) -> None:
     with op.get_context().autocommit_block():
         op.drop_index(index_name, table_name=table_name,
                       postgresql_concurrently=True, if_exists=True)
+
+
+def validate_constraint(
+    constraint_name: str,
+    table_name: str,
+    *,
+    attempts: int = ATTEMPTS,
+    pause_seconds: float = FIRST_PAUSE_SECONDS,
+) -> None:
+    """``ALTER TABLE … VALIDATE CONSTRAINT`` of a constraint added ``NOT VALID``.
+
+    The scan that checks the existing rows then holds only ``SHARE UPDATE
+    EXCLUSIVE`` on the table (reads and writes go on), and in its own
+    transaction: not under the ``ACCESS EXCLUSIVE`` an earlier ``ALTER
+    TABLE`` of the same revision would hold until the revision commits.
+    A lock timeout or deadlock is retried like an index build.
+    """
+    statement = text(
+        f'ALTER TABLE "{table_name}" VALIDATE CONSTRAINT "{constraint_name}"'
+    )
+    if _rehearsal():
+        op.execute(statement)
+        return
+    bind = op.get_bind()
+    with op.get_context().autocommit_block():
+        _retried(f"Validating {constraint_name}", lambda: bind.execute(statement),
+                 attempts, pause_seconds)
+
+
+def _retried(doing: str, step: Callable[[], object], attempts: int, pause_seconds: float) -> None:
+    """Run ``step``, again after a lock timeout or a deadlock, ``attempts``
+    times at most, pausing twice as long each time."""
+    for attempt in range(1, attempts + 1):
+        try:
+            step()
+            return
+        except OperationalError as err:
+            code = getattr(err.orig, "pgcode", None)
+            if code not in RETRYABLE or attempt == attempts:
+                raise
+            first_line = str(err.orig).strip().splitlines()[0]
+            log.warning("%s, attempt %d of %d: %s; retrying in %.0f s",
+                        doing, attempt, attempts, first_line, pause_seconds)
+        # Give the long transaction that was in the way time to end.
+        time.sleep(pause_seconds)
+        pause_seconds *= 2
 
 
 def _rehearsal() -> bool:

@@ -20,7 +20,8 @@ from sqlalchemy import text
 
 from harness import PROJECT_ROOT
 from harness.gunicorn import GunicornServer
-from tests.support import chromium
+from myapp.models import Role
+from tests.support import accounts, chromium
 
 # The README's pictures. A test run saves its screenshots to a temporary
 # directory so that it leaves the checkout as it found it; `make screenshots`
@@ -52,16 +53,20 @@ def chromium_browser():
 
 @pytest.fixture
 def new_context(chromium_browser, gunicorn_server) -> Iterator[Callable[..., BrowserContext]]:
-    """Make fresh browser contexts (separate visitors); all are watched and closed."""
+    """Make fresh browser contexts (separate visitors), signed in through the
+    login form as the standard account of ``role`` (None: anonymous); all
+    are watched and closed."""
     opened: list[tuple[BrowserContext, chromium.PageWatch]] = []
 
-    def make(viewport=chromium.DESKTOP, **options) -> BrowserContext:
+    def make(viewport=chromium.DESKTOP, role: Role | None = Role.EDITOR, **options) -> BrowserContext:
         context = chromium_browser.new_context(base_url=gunicorn_server.url, viewport=viewport, **options)
         context.set_default_timeout(chromium.TIMEOUT_MS)
         watch = chromium.PageWatch()
         watch.attach(context)
         context.watch = watch
         opened.append((context, watch))
+        if role is not None:
+            chromium.sign_in(context, accounts.EMAILS[role], accounts.PASSWORD)
         return context
 
     yield make
@@ -86,6 +91,7 @@ FIX_TIMES = text("""
     UPDATE users SET
         created_at = (SELECT min(at) FROM audit_events WHERE user_id = users.id),
         updated_at = (SELECT max(at) FROM audit_events WHERE user_id = users.id);
+    UPDATE accounts SET created_at = TIMESTAMPTZ '2026-03-01 08:00:00+00' + id * INTERVAL '1 hour';
 """)
 
 

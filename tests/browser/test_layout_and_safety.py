@@ -8,7 +8,9 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from myapp import db, users
+from myapp.models import Role
 from myapp.validation import UserFields
+from tests.support import accounts
 from tests.support.chromium import PHONE
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
@@ -72,6 +74,23 @@ def test_every_page_fits_a_360px_phone_and_labels_its_fields(new_context, make_u
     page.get_by_role("button", name="Import").click()
     expect(page.get_by_role("status")).to_have_text("created 0, rejected 2")
     assert_fits(page)
+
+
+def test_sign_in_and_account_pages_fit_a_360px_phone(new_context):
+    anonymous = new_context(viewport=PHONE, role=None).new_page()
+    anonymous.goto("/login")
+    assert_fits(anonymous)
+    assert_fields_labelled(anonymous)
+    admin = new_context(viewport=PHONE, role=Role.ADMIN).new_page()
+    for path in ("/accounts", "/accounts/new", f"/accounts/{accounts.IDS[Role.VIEWER]}"):
+        admin.goto(path)
+        assert_fits(admin)
+        assert_fields_labelled(admin)
+    admin.goto("/accounts/new")
+    admin.get_by_role("button", name="Create account").click()
+    expect(admin.get_by_role("alert")).to_be_visible()
+    assert_fits(admin)
+    assert_fields_labelled(admin)
 
 
 FOCUS_RING = """() => {

@@ -7,12 +7,15 @@ from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
 from harness.cluster import LocalCluster
+from tests.support import accounts
 from tests.support.database import Tables, truncate_tables
 
 
 @pytest.fixture(scope="package")
 def cluster():
+    """The cluster, with the standard accounts the tests sign in as."""
     with LocalCluster(instances=2) as cluster:
+        accounts.insert_standard_accounts_into(cluster.database_url("primary"))
         yield cluster
 
 
@@ -26,6 +29,9 @@ def primary(cluster):
 
 @pytest.fixture
 def cluster_tables(primary) -> Tables:
-    """The cluster's tables, read on its primary; emptied first (ids from 1)."""
+    """The cluster's tables, read on its primary; emptied first (ids from 1),
+    but for the standard accounts."""
     truncate_tables(primary)
+    with primary.begin() as connection:
+        accounts.insert_standard_accounts(connection)
     return Tables(primary)

@@ -12,6 +12,8 @@ import pytest
 import requests
 
 from myapp.config import MAX_UPLOAD_BYTES, MULTIPART_OVERHEAD_BYTES
+from myapp.models import Role
+from tests.support import accounts
 from tests.support.database import assert_nothing_written
 from tests.support.http import Browser
 
@@ -188,23 +190,33 @@ def https(cluster):
 
 
 def test_https_has_hsts_and_a_secure_session_cookie(cluster, https):
-    response = https.get(f"{cluster.https_url}/users/new", timeout=10)
+    # The login form: a page anyone may open that puts its CSRF token in the session.
+    response = https.get(f"{cluster.https_url}/login", timeout=10)
     assert response.status_code == 200
     assert response.headers["Strict-Transport-Security"].startswith("max-age=")
     cookie = response.headers["Set-Cookie"]
     assert "Secure" in cookie and "HttpOnly" in cookie
-    plain = requests.get(f"{cluster.url}/users/new", timeout=10)
+    plain = requests.get(f"{cluster.url}/login", timeout=10)
     assert "Strict-Transport-Security" not in plain.headers
     assert "Secure" not in plain.headers["Set-Cookie"]
+
+
+def post_form_over_https(cluster, https, page: str, action: str, data: dict) -> requests.Response:
+    token_page = https.get(f"{cluster.https_url}{page}", timeout=10)
+    assert token_page.status_code == 200, token_page.status_code
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', token_page.text).group(1)
+    return https.post(f"{cluster.https_url}{action}", allow_redirects=False, timeout=10,
+                      data={"csrf_token": token, **data},
+                      headers={"Referer": f"{cluster.https_url}{page}"})
 
 
 def test_a_form_posts_over_https(cluster, https, cluster_tables):
     """Flask-WTF checks the Referer on HTTPS against the request's own URL:
     ProxyFix must have given the app the client's scheme, host and port."""
-    page = https.get(f"{cluster.https_url}/users/new", timeout=10)
-    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page.text).group(1)
-    response = https.post(f"{cluster.https_url}/users", allow_redirects=False, timeout=10,
-                          data={"csrf_token": token, "name": "Tls", "email": "tls@example.com"},
-                          headers={"Referer": f"{cluster.https_url}/users/new"})
+    signed_in = post_form_over_https(cluster, https, "/login", "/login", {
+        "email": accounts.EMAILS[Role.EDITOR], "password": accounts.PASSWORD})
+    assert signed_in.status_code == 303, signed_in.text[:500]
+    response = post_form_over_https(cluster, https, "/users/new", "/users",
+                                    {"name": "Tls", "email": "tls@example.com"})
     assert response.status_code == 303, response.text[:500]
     assert cluster_tables.counts() == (1, 1)

@@ -14,10 +14,10 @@ import time
 import psycopg2
 import psycopg2.errors
 import pytest
-import requests
 
 from cluster.processes import alive
 from harness.cluster import LocalCluster
+from tests.support import accounts
 from tests.support.http import Browser
 from tests.support.workload import wait_for
 
@@ -38,6 +38,7 @@ def cluster():
     limits = {"DB_STATEMENT_TIMEOUT_MS": str(STATEMENT_TIMEOUT_S * 1000),
               "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS": str(IDLE_IN_TRANSACTION_TIMEOUT_S * 1000)}
     with LocalCluster(instances=1, env=limits) as cluster:
+        accounts.insert_standard_accounts_into(cluster.database_url("primary"))
         yield cluster
 
 
@@ -212,7 +213,9 @@ def test_down_leaves_nothing_running_and_up_resumes_from_kept_data(cluster):
     assert cluster.run("down").returncode == 0  # nothing to stop is fine
 
     cluster.up()
-    listing = requests.get(f"{cluster.url}/users", params={"q": "kept@"}, timeout=10)
+    # A new sign-in (the accounts are kept data too), then the user made before.
+    listing = Browser(cluster.url).get("/users", params={"q": "kept@"})
+    assert listing.status_code == 200
     assert "kept@example.com" in listing.text
 
     cleaned = cluster.run("clean")

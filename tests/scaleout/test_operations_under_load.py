@@ -18,6 +18,7 @@ import requests
 
 from cluster.processes import alive
 from tests.support import fault_report
+from tests.support.http import Browser
 from tests.support.workload import Load, check_writes, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.server, pytest.mark.faults,
@@ -103,21 +104,21 @@ def test_sigkill_of_an_instance_costs_at_most_the_writes_it_held(cluster, primar
 ])
 def test_pgbouncer_or_primary_away_is_503_then_recovery_by_itself(cluster, component, pid_file,
                                                                   stop_signal):
-    browser_url = f"{cluster.url}/users"
-    assert requests.get(browser_url, timeout=10).status_code == 200
+    browser = Browser(cluster.url)  # signed in as the editor while the database is there
+    assert browser.get("/users").status_code == 200
     pid = cluster.pids()[pid_file]
     os.kill(pid, stop_signal)
     assert wait_for(lambda: not alive(pid), timeout=30)
 
     started = time.monotonic()
-    away = requests.get(browser_url, timeout=30)
+    away = browser.get("/users")
     health = requests.get(f"{cluster.url}/healthz", timeout=30)
     assert away.status_code == 503 and 'class="site-header"' in away.text
     assert time.monotonic() - started <= 2 * (5 + 3 + 5)  # DB_POOL_TIMEOUT + connect + slack
     assert health.status_code == 503 and health.json()["database"] == "unavailable"
 
     assert cluster.run("up").returncode == 0  # starts just what is missing
-    back = wait_for(lambda: requests.get(browser_url, timeout=10).status_code == 200, timeout=20)
+    back = wait_for(lambda: browser.get("/users").status_code == 200, timeout=20)
     fault_report.record(f"scale-out: {component} stopped, then started again",
                   answer_while_away=away.status_code,
                   recovered_without_restarting_the_instances=bool(back))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support import fault_report
+from tests.support.http import Browser
 from tests.support.slowclients import SlowClients, Visits, visit
 
 pytestmark = [pytest.mark.cluster, pytest.mark.server]
@@ -27,18 +28,21 @@ VISITORS, PATIENCE = 10, 5.0
 PATIENCE_TO_SERVE = 15.0
 
 
-def visits_under_attack(port: int) -> Visits:
+def visits_under_attack(port: int, cookie: str) -> Visits:
     with SlowClients(port, "slowloris", SLOW_HEADERS), \
             SlowClients(port, "slow POST body", SLOW_BODIES):
-        return visit(port, VISITORS, PATIENCE)
+        return visit(port, VISITORS, PATIENCE, cookie=cookie)
 
 
 def test_slow_clients_hold_no_instance_thread_behind_nginx(cluster):
     direct_port, nginx_port = cluster.app_port(1), cluster.ports["http"]
-    visit(nginx_port, VISITORS, PATIENCE_TO_SERVE)  # warm up: templates, pooled connections
-    direct = visits_under_attack(direct_port)
-    through_nginx = visits_under_attack(nginx_port)
-    after = visit(direct_port, VISITORS, PATIENCE_TO_SERVE)  # the attackers have left
+    # The visitors are signed in, as the editor: every instance honours the cookie.
+    cookie = Browser(cluster.url).cookie_header()
+    # Warm up: templates, pooled connections.
+    visit(nginx_port, VISITORS, PATIENCE_TO_SERVE, cookie=cookie)
+    direct = visits_under_attack(direct_port, cookie)
+    through_nginx = visits_under_attack(nginx_port, cookie)
+    after = visit(direct_port, VISITORS, PATIENCE_TO_SERVE, cookie=cookie)  # the attackers have left
     fault_report.record(
         f"scale-out: {SLOW_HEADERS} slowloris + {SLOW_BODIES} slow POST body connections,"
         f" {VISITORS} visitors given {PATIENCE:.0f} s (2 workers x 4 threads per instance)",

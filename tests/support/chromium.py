@@ -25,6 +25,7 @@ LAUNCH_ARGS = [
 ]
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 360, "height": 740}
+SIGNED_IN = re.compile(r"/users$")  # where the login form leads without a next page
 # Generous: two cores are shared with other test runs. Not a speed assertion.
 TIMEOUT_MS = 20_000
 
@@ -108,3 +109,15 @@ class PageWatch:
 
     def _csp_violation(self, description: str) -> None:
         self.found.append(("", f"CSP violation: {description}"))
+
+
+def sign_in(context: BrowserContext, email: str, password: str) -> None:
+    """Sign ``context`` in through the real login form (its cookie stays in
+    the context); the page used for it is closed again."""
+    page = context.new_page()
+    page.goto("/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(SIGNED_IN)
+    page.close()

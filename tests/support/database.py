@@ -76,9 +76,12 @@ def upgrade_to_head(url: URL | str) -> None:
         engine.dispose()
 
 
+APP_TABLES = ("users", "audit_events", "accounts", "login_failures")
+
+
 def truncate_tables(engine: Engine) -> None:
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE users, audit_events RESTART IDENTITY"))
+        conn.execute(text(f"TRUNCATE {', '.join(APP_TABLES)} RESTART IDENTITY"))
 
 
 class Tables:
@@ -100,12 +103,25 @@ class Tables:
             with self.bind.connect() as conn:
                 yield conn
 
+    def write(self, sql: str, params: dict | None = None) -> None:
+        """Change the tables to arrange a test: in the test's transaction
+        when it is rolled back at its end, else committed at once."""
+        if isinstance(self.bind, Connection):
+            self.bind.execute(text(sql), params or {})
+        else:
+            with self.bind.begin() as conn:
+                conn.execute(text(sql), params or {})
+
+    def scalar(self, sql: str, params: dict | None = None):
+        with self.connect() as conn:
+            return conn.scalar(text(sql), params or {})
+
     def snapshot(self) -> dict[str, list[tuple]]:
-        """Every row of both tables: two equal snapshots mean nothing was written."""
+        """Every row of every table: two equal snapshots mean nothing was written."""
         with self.connect() as conn:
             return {
                 table: [tuple(row) for row in conn.execute(text(f"SELECT * FROM {table} ORDER BY id"))]
-                for table in ("users", "audit_events")
+                for table in APP_TABLES
             }
 
     def counts(self) -> tuple[int, int]:

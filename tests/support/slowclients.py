@@ -58,14 +58,16 @@ class Visits:
                 f"{statistics.median(self.answered) * 1000:.0f} ms")
 
 
-def visit(port: int, count: int, timeout: float, path: str = "/users") -> Visits:
-    """``count`` concurrent ``GET path``, each given up after ``timeout`` seconds."""
+def visit(port: int, count: int, timeout: float, path: str = "/users",
+          cookie: str | None = None) -> Visits:
+    """``count`` concurrent ``GET path``, each given up after ``timeout`` seconds
+    (sending ``cookie``, e.g. a signed-in session's, when given)."""
 
     def one(_) -> float | None:
         started = time.monotonic()
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
         try:
-            conn.request("GET", path)
+            conn.request("GET", path, headers={"Cookie": cookie} if cookie else {})
             response = conn.getresponse()
             response.read()
             return time.monotonic() - started if response.status == 200 else None

@@ -23,6 +23,7 @@ import requests
 import urllib3
 from sqlalchemy import text
 
+from tests.support.forms import extract_csrf_token
 from tests.support.http import Browser
 
 CREATED = re.compile(r"/users/(\d+)$")
@@ -124,7 +125,12 @@ class Client:
 
     def _create(self):
         if self.token is None:
-            self.token = self.browser.csrf_token()
+            # Every page reads the signed-in account, so while the database is
+            # away even the form is a 503: that answer is this request's.
+            form = self.browser.get("/users/new")
+            if form.status_code != 200:
+                return form
+            self.token = extract_csrf_token(form.text)
         n = self._new_name()
         return self.browser.submit(
             "/users", {"name": f"Load {n}", "email": f"load-{n}@example.com"}, token=self.token
@@ -142,7 +148,7 @@ class Client:
             f"/users/{user_id}/edit",
             {"name": f"Edited {self._new_name()}", "email": html.unescape(email),
              "version": version},
-            token=self.token or self.browser.csrf_token(),
+            token=self.token or extract_csrf_token(form.text),
         )
 
 
@@ -157,6 +163,12 @@ class Load:
         self.known_ids = known_ids if known_ids is not None else []
         self._clients = [Client(base_url, seed + n, self.known_ids, resend_when_closed)
                          for n in range(clients)]
+        # Each client signed in on creation, one after another; by the time
+        # the last has, the first one's connection may have idled past
+        # gunicorn's keep-alive (5 s) and been closed by the server, and
+        # reusing it would fail. The load starts on fresh connections.
+        for client in self._clients:
+            client.browser.http.close()
         self._kinds = random.Random(seed).choices(list(mix), list(mix.values()), k=100_000)
         self._issued = 0
         self._lock = threading.Lock()

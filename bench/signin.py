@@ -1,0 +1,67 @@
+"""Signing the benchmark in: an account in each bench database, and a
+session cookie from the real login form for wrk to send."""
+
+from __future__ import annotations
+
+import http.client
+import re
+import subprocess
+from urllib.parse import urlencode, urlsplit
+
+from harness import PROJECT_ROOT
+from harness.flask_cli import flask_command, flask_env
+
+EMAIL = "bench@example.com"
+PASSWORD = "the benchmark's own password"
+CSRF_INPUT = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"|value="([^"]+)"[^>]*name="csrf_token"')
+
+
+def create_account(url: str) -> None:
+    """An editor for the benchmark, made with ``flask create-account``
+    (unless the database has it already, e.g. one kept with ``--keep``)."""
+    done = subprocess.run(
+        flask_command("create-account", EMAIL, "--role", "editor", "--password-stdin"),
+        cwd=PROJECT_ROOT, env=flask_env(url), input=PASSWORD + "\n",
+        text=True, capture_output=True,
+    )
+    if done.returncode != 0 and "already exists" not in done.stderr:
+        raise RuntimeError(f"create-account failed: {done.stderr.strip()}")
+
+
+def _request(base: str, method: str, path: str, cookie: str = "", body: str | None = None):
+    parts = urlsplit(base)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    headers = {"Cookie": cookie} if cookie else {}
+    if body is not None:
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        page = response.read().decode()
+        set_cookie = response.getheader("Set-Cookie", "")
+        return response.status, page, set_cookie.split(";", 1)[0] or cookie
+    finally:
+        conn.close()
+
+
+def csrf_token(page: str) -> str:
+    match = CSRF_INPUT.search(page)
+    return next(group for group in match.groups() if group)
+
+
+def signed_in_cookie(base: str) -> str:
+    """The ``session=...`` cookie of a sign-in through the login form."""
+    status, page, cookie = _request(base, "GET", "/login")
+    body = urlencode({"csrf_token": csrf_token(page), "email": EMAIL, "password": PASSWORD})
+    status, _, cookie = _request(base, "POST", "/login", cookie, body)
+    if status != 303:
+        raise RuntimeError(f"the benchmark could not sign in to {base}: {status}")
+    return cookie
+
+
+def get(base: str, path: str, cookie: str) -> tuple[str, str]:
+    """(body, cookie to send next) of a signed-in GET that must answer 200."""
+    status, page, cookie = _request(base, "GET", path, cookie)
+    if status != 200:
+        raise RuntimeError(f"GET {path} answered {status}")
+    return page, cookie
