@@ -71,6 +71,10 @@ class _ForegroundServer:
         if self.is_up():
             return
         stop_pid(read_pid(self.pid_file))  # a half-started one
+        if listening(self.port):
+            # Say so, rather than take another server's answers for ours.
+            raise ClusterError(f"{self.address} is taken by another process (a system"
+                               f" {self.name} service?); stop it or move the cluster's port")
         command = self.command()
         options = as_user(self.settings.service_user)
         env = {key: value for key, value in options.pop("env", os.environ).items()
@@ -93,7 +97,6 @@ class _ForegroundServer:
             wait_for(started, 30, f"{self.name} on {self.address}")
         except ClusterError:
             self.stop()
-            self.pid_file.unlink(missing_ok=True)
             raise
 
     def stop(self) -> bool:

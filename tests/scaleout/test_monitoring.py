@@ -3,7 +3,14 @@ through Debian's exporter, loads the alert rules, and answers PromQL."""
 
 from __future__ import annotations
 
+import socket
+
+import pytest
 import requests
+
+from cluster.monitoring import PgBouncerExporter
+from cluster.processes import ClusterError
+from cluster.settings import Settings
 
 from tests.support.http import Browser
 from tests.support.prometheus import PrometheusAPI, scrape
@@ -65,3 +72,17 @@ def test_the_pgbouncer_exporter_serves_pgbouncers_pools_and_stats(cluster):
     assert metrics.value("pgbouncer_pool_size", database="myapp") > 0
     api = prometheus(cluster)
     api.wait_for('pgbouncer_requests_total{database="myapp"}', lambda r: len(r) == 1, timeout=30)
+
+
+def test_a_port_taken_by_another_server_is_an_error_not_a_false_up(tmp_path):
+    """Debian's own services listen on 9090 and 9127 once installed (systemd)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = Settings.from_environment({"CLUSTER_DIR": str(tmp_path),
+                                              "CLUSTER_PGBOUNCER_EXPORTER_PORT": str(port)})
+        settings.run_dir.mkdir()
+        with pytest.raises(ClusterError, match=f"127.0.0.1:{port} is taken by another process"):
+            PgBouncerExporter(settings).start()
+    assert not (settings.run_dir / "pgbouncer-exporter.pid").exists()
