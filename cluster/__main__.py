@@ -13,6 +13,7 @@ import psycopg2
 from sqlalchemy.engine import make_url
 
 from cluster import packages
+from cluster.monitoring import PgBouncerExporter, Prometheus
 from cluster.postgres import PostgresServer, wait_for_streaming
 from cluster.processes import ClusterError, give_to, reachable_by, wait_for
 from cluster.services import VENV_BIN, AppInstance, Nginx, PgBouncer, stray_instances
@@ -24,15 +25,17 @@ def components(settings: Settings) -> list:
     """Every server of the cluster, in start order (stopped in reverse).
 
     Each has ``name``, ``address``, ``start()``, ``stop()``, ``is_up()`` and
-    ``detail()``. A new part of the shape (the metrics scraper, say) is one
-    more entry here.
+    ``detail()``. A new part of the shape is one more entry here. Prometheus
+    comes last: it scrapes the instances and the exporter, and stops first.
     """
     return [
         PostgresServer(settings, "primary", settings.primary_port),
         PostgresServer(settings, "replica", settings.replica_port),
         PgBouncer(settings),
+        PgBouncerExporter(settings),
         *(AppInstance(settings, index) for index in range(1, settings.instances + 1)),
         Nginx(settings),
+        Prometheus(settings),
     ]
 
 
@@ -70,7 +73,7 @@ def up(settings: Settings) -> int:
     # the extra instances anything, so they can stop.
     for stray in stray_instances(settings):
         stray.stop()
-        print(f"{stray.name:<10} {stray.address:<22} stopped (beyond CLUSTER_INSTANCES)")
+        print(f"{stray.name:<18} {stray.address:<22} stopped (beyond CLUSTER_INSTANCES)")
     wait_for(lambda: _answers_200(f"{settings.http_url}/healthz"), 30,
              f"{settings.http_url}/healthz to answer 200")
     status(settings)
@@ -92,7 +95,7 @@ def status(settings: Settings) -> int:
         up_now = component.is_up()
         all_up &= up_now
         state = f"up {component.detail()}" if up_now else "down"
-        print(f"{component.name:<10} {component.address:<22} {state}".rstrip())
+        print(f"{component.name:<18} {component.address:<22} {state}".rstrip())
     return 0 if all_up else 1
 
 
@@ -102,7 +105,7 @@ def down(settings: Settings) -> int:
         return 0
     for component in [*reversed(components(settings)), *stray_instances(settings)]:
         if component.stop():
-            print(f"{component.name:<10} {component.address:<22} stopped")
+            print(f"{component.name:<18} {component.address:<22} stopped")
     return 0
 
 
@@ -131,7 +134,7 @@ def restart_apps(settings: Settings) -> int:
             instance.stop()
             instance.start()
             nginx.drain()
-            print(f"{instance.name:<10} {instance.address:<22} restarted")
+            print(f"{instance.name:<18} {instance.address:<22} restarted")
     finally:
         nginx.drain()  # never leave an instance out, whatever happened
     return 0

@@ -12,6 +12,8 @@ NEEDED = {
     "nginx": "nginx",
     "pgbouncer": "pgbouncer",
     "openssl": "openssl",
+    "prometheus": "prometheus",
+    "prometheus-pgbouncer-exporter": "prometheus-pgbouncer-exporter",
 }
 POSTGRES_PACKAGE = "postgresql"
 

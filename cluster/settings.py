@@ -30,7 +30,8 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
 
 
 def _service_user(env: Mapping[str, str]) -> str:
-    """The unprivileged user PostgreSQL, PgBouncer and nginx run as.
+    """The unprivileged user the cluster's servers (PostgreSQL, PgBouncer, nginx,
+    Prometheus and the PgBouncer exporter) run as.
 
     PostgreSQL refuses to run as root (and PgBouncer too): when started as
     root, they run as ``CLUSTER_USER`` (default ``postgres``, made by the
@@ -51,6 +52,9 @@ class Settings:
     first_app_port: int
     http_port: int
     https_port: int
+    prometheus_port: int
+    pgbouncer_exporter_port: int
+    scrape_interval: str
     service_user: str
 
     @classmethod
@@ -68,6 +72,10 @@ class Settings:
             first_app_port=_int(env, "CLUSTER_APP_PORT", 8001),
             http_port=_int(env, "CLUSTER_HTTP_PORT", 8080),
             https_port=_int(env, "CLUSTER_HTTPS_PORT", 8443),
+            prometheus_port=_int(env, "CLUSTER_PROMETHEUS_PORT", 9090),
+            pgbouncer_exporter_port=_int(env, "CLUSTER_PGBOUNCER_EXPORTER_PORT", 9127),
+            # Prometheus' own default; the tests scrape every second.
+            scrape_interval=env.get("CLUSTER_SCRAPE_INTERVAL") or "15s",
             service_user=_service_user(env),
         )
 

@@ -28,6 +28,8 @@ PORT_VARIABLES = {
     "pgbouncer": "CLUSTER_PGBOUNCER_PORT",
     "http": "CLUSTER_HTTP_PORT",
     "https": "CLUSTER_HTTPS_PORT",
+    "prometheus": "CLUSTER_PROMETHEUS_PORT",
+    "pgbouncer-exporter": "CLUSTER_PGBOUNCER_EXPORTER_PORT",
 }
 
 
@@ -68,6 +70,8 @@ class LocalCluster:
             "WEB_CONCURRENCY": "2",
             "GUNICORN_THREADS": "4",
             "SECRET_KEY": "cluster-test-key",
+            # Two scrapes a few seconds apart make a rate() the tests can query.
+            "CLUSTER_SCRAPE_INTERVAL": "1s",
             **{PORT_VARIABLES[name]: str(port) for name, port in self.ports.items()},
             **(env or {}),
         }
@@ -144,6 +148,7 @@ class LocalCluster:
         run = self.dir / "run"
         return [*(run / f"app-{index}.pid" for index in range(1, self.instances + 1)),
                 run / "pgbouncer.pid", run / "nginx.pid",
+                run / "pgbouncer-exporter.pid", run / "prometheus.pid",
                 self.dir / "primary" / "postmaster.pid", self.dir / "replica" / "postmaster.pid"]
 
     def pids(self) -> dict[str, int]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import requests
 
+from cluster.monitoring import Prometheus
+from cluster.settings import Settings
 from harness.gunicorn import GunicornServer
 from tests.support.http import Browser
 from tests.support.prometheus import RULES_DIR, PrometheusServer, promtool
@@ -27,9 +29,13 @@ def test_alert_rules_fire_on_their_unit_test_series():
         assert f"alertname: {alert}" in (RULES_DIR / "alerts.test.yml").read_text()
 
 
-def test_scrape_config_template_passes_promtool_check_config():
-    result = promtool("check", "config", str(RULES_DIR / "prometheus.yml"))
+def test_scrape_config_as_the_cluster_renders_it_passes_promtool_check_config(tmp_path):
+    settings = Settings.from_environment({"CLUSTER_DIR": str(tmp_path), "CLUSTER_INSTANCES": "3"})
+    config = Prometheus(settings).render()
+    result = promtool("check", "config", str(config))
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 1 rule files found" in result.stdout
+    assert '"127.0.0.1:8003"' in config.read_text()
 
 
 def test_every_alert_has_a_one_line_reason():

@@ -163,7 +163,8 @@ def test_status_lists_every_component_up(cluster):
     assert result.returncode == 0, result.stdout
     lines = result.stdout.splitlines()
     names = [line.split()[0] for line in lines]
-    assert names == ["primary", "replica", "pgbouncer", "app-1", "nginx"]
+    assert names == ["primary", "replica", "pgbouncer", "pgbouncer-exporter", "app-1", "nginx",
+                     "prometheus"]
     assert all(re.search(r"\bup\b", line) for line in lines), result.stdout
     assert "streaming" in lines[1]
 

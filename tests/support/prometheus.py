@@ -60,7 +60,35 @@ def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProces
                           timeout=60, check=False)
 
 
-class PrometheusServer:
+class PrometheusAPI:
+    """Questions to a running Prometheus at ``url`` (the tests' own, or the cluster's)."""
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def targets(self) -> list[dict]:
+        response = requests.get(f"{self.url}/api/v1/targets", timeout=10)
+        response.raise_for_status()
+        return response.json()["data"]["activeTargets"]
+
+    def query(self, promql: str) -> list[dict]:
+        response = requests.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=10)
+        response.raise_for_status()
+        return response.json()["data"]["result"]
+
+    def wait_for(self, promql: str, predicate, timeout: float = 30.0) -> list[dict]:
+        """Query until ``predicate(result)`` holds; the last result, or AssertionError."""
+        deadline = time.monotonic() + timeout
+        result = self.query(promql)
+        while not predicate(result):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{promql!r} never satisfied; last result {result}")
+            time.sleep(0.5)  # Prometheus scrapes every second: poll its answers
+            result = self.query(promql)
+        return result
+
+
+class PrometheusServer(PrometheusAPI):
     """A real Prometheus on a free port with its own temporary storage.
 
     Scrapes ``targets`` (host:port strings) every second as job ``myapp``,
@@ -69,7 +97,7 @@ class PrometheusServer:
 
     def __init__(self, targets: list[str], ready_timeout: float = 30.0):
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(f"http://127.0.0.1:{self.port}")
         self.dir = Path(tempfile.mkdtemp(prefix="prometheus-test-"))
         self.ready_timeout = ready_timeout
         config = {  # JSON is YAML: no YAML writer needed
@@ -112,22 +140,6 @@ class PrometheusServer:
                 pass
             time.sleep(0.1)  # polling for readiness
         raise RuntimeError(f"prometheus did not become ready:\n{self.output()}")
-
-    def query(self, promql: str) -> list[dict]:
-        response = requests.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=10)
-        response.raise_for_status()
-        return response.json()["data"]["result"]
-
-    def wait_for(self, promql: str, predicate, timeout: float = 30.0) -> list[dict]:
-        """Query until ``predicate(result)`` holds; the last result, or AssertionError."""
-        deadline = time.monotonic() + timeout
-        result = self.query(promql)
-        while not predicate(result):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{promql!r} never satisfied; last result {result}")
-            time.sleep(0.5)  # Prometheus scrapes every second: poll its answers
-            result = self.query(promql)
-        return result
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
