@@ -27,6 +27,7 @@ import statistics
 import sys
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from types import SimpleNamespace
 
 from sqlalchemy import create_engine, text
@@ -66,6 +67,16 @@ def quiet(url: str, timeout: float = 60.0) -> None:
         engine.dispose()
 
 
+def cpu_seconds(server: GunicornServer) -> float:
+    """User + system CPU of the server's workers so far (all their threads)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in server.worker_pids():
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
 def same_page(side: str, base: str, cookie: str) -> None:
     """Both apps must serve what the bench thinks it measures: the signed-in
     list page with 50 users (wrk counts a redirect to /login as a success)."""
@@ -91,7 +102,8 @@ class Comparison:
         self.runs.setdefault(scenario, {}).setdefault(side, []).append(result)
         bad = result["non_2xx_3xx"] + sum(v for k, v in result["errors"].items() if k != "status")
         self.log(f"  {scenario:<24} {side:<6} {result['rps']:>8.1f} req/s"
-                 f"  p50 {result['latency_us']['p50'] / 1000:7.1f} ms" + (f"  ERRORS {bad}" if bad else ""))
+                 f"  p50 {result['latency_us']['p50'] / 1000:7.1f} ms"
+                 f"  gunicorn CPU {result.get('gunicorn_cpu_ms_per_request', 0):.2f} ms/request" + (f"  ERRORS {bad}" if bad else ""))
 
     def create_run(self, url: str, side: str, target: str, env: dict) -> dict:
         users_before, audit_before = row_counts(url)
@@ -103,7 +115,8 @@ class Comparison:
         w["audit_rows"] += audit_after - audit_before
         return result
 
-    def block(self, size: int, scenarios: dict[str, dict[str, tuple[str, dict]]], url: str) -> None:
+    def block(self, size: int, scenarios: dict[str, dict[str, tuple[str, dict]]], url: str,
+              servers: dict[str, GunicornServer]) -> None:
         """Every scenario, both sides, ``rounds`` times; the side that goes
         first alternates from one round to the next."""
         for sides in scenarios.values():  # warm-up: templates, pools
@@ -117,11 +130,15 @@ class Comparison:
                 order = list(sides) if round_no % 2 else list(reversed(sides))
                 for side in order:
                     target, env = sides[side]
+                    cpu_before = cpu_seconds(servers[side])
                     if "BENCH_CREATE" in env:
                         result = self.create_run(url, side, target, env)
                     else:
                         result = wrk(target, self.args.duration, env)
                     quiet(url)
+                    # Includes the few requests still in flight when wrk stopped.
+                    result["gunicorn_cpu_ms_per_request"] = round(
+                        (cpu_seconds(servers[side]) - cpu_before) * 1000 / max(1, result["requests"]), 3)
                     self.record(scenario, side, result)
 
     def bench_size(self, size: int, url: str, largest: bool) -> None:
@@ -147,7 +164,7 @@ class Comparison:
                     create[side] = (server.url + "/users", {"BENCH_CREATE": "1", "BENCH_CSRF": token,
                                                             "BENCH_COOKIE": cookie})
                 scenarios["create"] = create
-            self.block(size, scenarios, url)
+            self.block(size, scenarios, url, servers)
 
     def signin_cost(self, url: str) -> dict:
         """bench/signin_cost.py's in-process measure, on the small database
@@ -207,6 +224,8 @@ class Comparison:
                 "rps": [r["rps"] for r in results],
                 "rps_median": round(statistics.median(r["rps"] for r in results), 1),
                 "p50_ms": round(statistics.median(r["latency_us"]["p50"] for r in results) / 1000, 2),
+                "cpu_ms_per_request": round(statistics.median(
+                    r.get("gunicorn_cpu_ms_per_request", 0) for r in results), 3),
                 "errors": sum(r["non_2xx_3xx"] + r["errors"]["connect"] + r["errors"]["read"]
                               + r["errors"]["write"] + r["errors"]["timeout"] for r in results),
                 "non_2xx_3xx": sum(r["non_2xx_3xx"] for r in results),
@@ -241,8 +260,9 @@ def markdown(results: dict) -> str:
         f"{results['config']['gunicorn']}; wrk {results['config']['wrk']}; "
         f"{results['config']['rounds']} interleaved rounds; both signed in as an editor.",
         "",
-        "| scenario | myapp req/s | usual build req/s | ratio (median of per-round ratios) | per-round ratios | non-2xx/3xx + socket errors (myapp / usual) |",
-        "| --- | ---: | ---: | ---: | --- | ---: |",
+        "| scenario | myapp req/s | usual build req/s | ratio (median of per-round ratios) | per-round ratios "
+        "| gunicorn CPU ms per request (myapp / usual) | non-2xx/3xx + socket errors (myapp / usual) |",
+        "| --- | ---: | ---: | ---: | --- | ---: | ---: |",
     ]
     for scenario, s in results["scenarios"].items():
         usual = s.get("usual")
@@ -254,8 +274,10 @@ def markdown(results: dict) -> str:
         ratio = f"**{s['ratio_median']:.2f}**" if ratios else "—"
         per_round = ", ".join(f"{r:.2f}" for r in ratios) if ratios else ""
         usual_errors = usual["errors"] if usual else "—"
+        cpu = lambda side: s[side].get("cpu_ms_per_request") if side in s else None  # noqa: E731
+        cpu_cell = " / ".join("—" if cpu(side) is None else f"{cpu(side):.2f}" for side in SIDES)
         lines.append(f"| {name} | {s['myapp']['rps_median']:,.0f} | {usual_rps} | {ratio} | "
-                     f"{per_round} | {s['myapp']['errors']} / {usual_errors} |")
+                     f"{per_round} | {cpu_cell} | {s['myapp']['errors']} / {usual_errors} |")
     lines += ["", "| check | measured | required | met |", "| --- | ---: | ---: | --- |"]
 
     def check(name, value, op, required):
