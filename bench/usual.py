@@ -80,10 +80,13 @@ def cpu_seconds(server: GunicornServer) -> float:
 def same_page(side: str, base: str, cookie: str) -> None:
     """Both apps must serve what the bench thinks it measures: the signed-in
     list page with 50 users (wrk counts a redirect to /login as a success)."""
-    page, _ = signin.get(base, "/users", cookie)
+    page, cookie_after = signin.get(base, "/users", cookie)
     rows = page.count("<tr>") - 1  # less the header row
     if signin.EMAIL not in page or rows != 50:
         raise RuntimeError(f"{side}: /users is not the signed-in page of 50 users ({rows} rows)")
+    if cookie_after != cookie:
+        raise RuntimeError(f"{side}: /users sends a new session cookie to a signed-in browser "
+                           "that already has one: wrk would measure a page no visitor sees")
 
 
 class Comparison:
