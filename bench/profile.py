@@ -40,6 +40,7 @@ from harness.gunicorn import GunicornServer
 
 PY_SPY = Path(sys.executable).with_name("py-spy")
 USUAL_APP = "bench.usual_build.app:app"
+COUNTED = re.compile(r" [0-9]+$")
 FRAME = re.compile(r"^(?P<func>.*?) \((?P<path>[^()]*?)(?::\d+)?\)$")
 
 # A sample belongs to the first feature any of its frames is in (checked in
@@ -100,6 +101,22 @@ def frames(line: str) -> tuple[list[str], int]:
     return stack.split(";"), int(count)
 
 
+def records(collapsed: Path) -> list[str]:
+    """The collapsed stacks, one per sample group ("frame;frame;... COUNT").
+
+    Now and then py-spy reads a frame's name while the process changes it
+    and writes a few lines of source code into it: those lines are joined
+    back to the record they belong to, which ends with its count.
+    """
+    out, pending = [], []
+    for line in collapsed.read_text().splitlines():
+        pending.append(line)
+        if COUNTED.search(line):
+            out.append(" ".join(pending))
+            pending = []
+    return out
+
+
 def parse(frame: str) -> tuple[str, str]:
     match = FRAME.match(frame)
     return (match["func"], match["path"]) if match else (frame, "")
@@ -121,10 +138,9 @@ def bucket(stack: list[str]) -> str:
 def split(collapsed: Path) -> dict:
     """Samples per bucket, and the total."""
     counts: collections.Counter[str] = collections.Counter()
-    for line in collapsed.read_text().splitlines():
-        if line.strip():
-            stack, count = frames(line)
-            counts[bucket(stack)] += count
+    for line in records(collapsed):
+        stack, count = frames(line)
+        counts[bucket(stack)] += count
     return {"samples": sum(counts.values()), "buckets": {name: counts[name] for name in BUCKETS}}
 
 
@@ -235,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
 
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in out.read_text().splitlines():
+    for line in records(out):
         stack, count = frames(line)
         total += count
         for name in set(stack):
