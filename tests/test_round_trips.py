@@ -125,7 +125,7 @@ def test_detail_edit_delete_are_counted(counted, tables):
     response, sent = count(lambda: browser.submit(f"/users/{user_id}/delete", {}, token=token))
     show("POST /users/<id>/delete", sent)
     assert response.status_code == 303
-    assert kinds(sent) == ["SELECT", "BEGIN", "SELECT", "INSERT", "DELETE", "COMMIT"]
+    assert kinds(sent) == ["SELECT", "BEGIN", "SELECT", "DELETE", "INSERT", "COMMIT"]
     assert tables.counts() == (0, 3)
 
 
