@@ -7,9 +7,9 @@
   services receive it as an argument (typed ``orm.Session``, the ORM class).
 * :func:`remove_session` runs on ``teardown_appcontext`` — after every request
   and every CLI command — and calls ``Session.remove()``: the thread's
-  session is closed (any read transaction is rolled back, its connection goes
-  back to the pool) and discarded, so the next request on that thread starts
-  clean. It never commits: writes commit inside the service that made them.
+  session is closed (its connection goes back to the pool; reads ran in
+  autocommit, myapp/sessions.py, so there is nothing to roll back) and
+  discarded, so the next request on that thread starts clean. It never commits: writes commit inside the service that made them.
 * :func:`dispose_inherited_pool` runs in every freshly forked gunicorn worker,
   so no worker ever talks over a socket it inherited from the master.
 """
@@ -128,7 +128,9 @@ def engine() -> Engine:
 def remove_session(exc: BaseException | None = None) -> None:
     """``teardown_appcontext`` hook: close and discard this thread's session.
 
-    Closing rolls back the request's transaction, which needs the database.
+    Closing rolls back whatever transaction is still open, which may need
+    the database (reads run in autocommit, so usually nothing is sent; a
+    session bound to a connection in a transaction, as in the tests, does).
     If the connection died after the request's last query (database cut or
     restarted), that rollback fails: SQLAlchemy has then already invalidated
     the connection and handed it back to the pool, which replaces it, and
