@@ -41,7 +41,7 @@ replica) and only changes *how* that engine's connection is used.
 
 from __future__ import annotations
 
-import weakref
+import threading
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event, orm
@@ -50,8 +50,10 @@ from sqlalchemy.orm import SessionTransactionOrigin
 
 # One autocommit twin per engine, made once: the session keeps one
 # connection per engine object, so a new twin per statement would check out
-# a new connection per statement.
-_autocommit_twins: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+# a new connection per statement. A process has one engine per database it
+# uses (tests that build many apps keep their disposed engines here too).
+_autocommit_twins: dict[Engine, Engine] = {}
+_making_a_twin = threading.Lock()
 
 
 class WriteOutsideTransaction(InvalidRequestError):
@@ -62,10 +64,14 @@ def autocommit_twin(engine: Engine) -> Engine:
     """``engine``, sharing its pool, with its connections in autocommit."""
     twin = _autocommit_twins.get(engine)
     if twin is None:
-        twin = engine.execution_options()
-        event.listen(twin, "engine_connect", _autocommit_on)
-        event.listen(engine, "checkin", _autocommit_off)  # a pool event, on the engine's pool
-        _autocommit_twins[engine] = twin
+        with _making_a_twin:  # the first requests of a worker's threads arrive together
+            twin = _autocommit_twins.get(engine)
+            if twin is None:
+                twin = engine.execution_options()
+                event.listen(twin, "engine_connect", _autocommit_on)
+                # A pool event, on the engine's pool (shared with the twin).
+                event.listen(engine, "checkin", _autocommit_off)
+                _autocommit_twins[engine] = twin
     return twin
 
 
