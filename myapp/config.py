@@ -20,6 +20,7 @@ from sqlalchemy.exc import ArgumentError
 DEFAULT_DATABASE_URL = "postgresql+psycopg2:///myapp"
 DEFAULT_STATEMENT_TIMEOUT_MS = 10_000
 DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS = 30_000
+DEFAULT_PING_AFTER_IDLE_MS = 1_000
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 # The limit as people read it: the import page and the 413 answer.
 MAX_UPLOAD_TEXT = f"{MAX_UPLOAD_BYTES // 2**20} MB"
@@ -153,6 +154,12 @@ def from_environment(instance_path: Path, overrides: Mapping[str, Any] | None = 
             "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS
         ),
         "DB_CONNECT_TIMEOUT": _int_from_env("DB_CONNECT_TIMEOUT", 3),
+        # A pooled connection idle longer than this is pinged (one round
+        # trip) before a request gets it; 0: before every request
+        # (myapp/idle_ping.py says why not every time).
+        "DB_PING_AFTER_IDLE_MS": _int_from_env(
+            "DB_PING_AFTER_IDLE_MS", DEFAULT_PING_AFTER_IDLE_MS, minimum=0
+        ),
         # How long a migration statement may wait for a lock before it fails
         # (docs/migrations.md): while it waits, every request that needs the
         # same table queues behind it.

@@ -7,9 +7,9 @@
   services receive it as an argument (typed ``orm.Session``, the ORM class).
 * :func:`remove_session` runs on ``teardown_appcontext`` — after every request
   and every CLI command — and calls ``Session.remove()``: the thread's
-  session is closed (any read transaction is rolled back, its connection goes
-  back to the pool) and discarded, so the next request on that thread starts
-  clean. It never commits: writes commit inside the service that made them.
+  session is closed (its connection goes back to the pool; reads ran in
+  autocommit, myapp/sessions.py, so there is nothing to roll back) and
+  discarded, so the next request on that thread starts clean. It never commits: writes commit inside the service that made them.
 * :func:`dispose_inherited_pool` runs in every freshly forked gunicorn worker,
   so no worker ever talks over a socket it inherited from the master.
 """
@@ -26,12 +26,18 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import NullPool
 
 
+from myapp import idle_ping, sessions
 from myapp.observability import database as observed_database
 
 # expire_on_commit=False: objects a service returns stay readable after its
 # transaction commits, without a surprise SELECT (or a DetachedInstanceError
 # once the session is removed).
-Session = orm.scoped_session(orm.sessionmaker(expire_on_commit=False))
+#
+# class_: reads outside `with session.begin():` run in autocommit, with no
+# BEGIN or ROLLBACK round trip (myapp/sessions.py says why that is safe).
+Session = orm.scoped_session(
+    orm.sessionmaker(class_=sessions.AutocommitReads, expire_on_commit=False)
+)
 
 _engine: Engine | None = None
 
@@ -75,9 +81,6 @@ def build_engine(config, *, instrumented: bool = True) -> Engine:
             "pool_size": config["DB_POOL_SIZE"],
             "max_overflow": 0,
             "pool_timeout": config["DB_POOL_TIMEOUT"],
-            # A connection the server (or a network cut) closed while it sat
-            # in the pool is noticed and replaced before a request gets it.
-            "pool_pre_ping": True,
         }
         if instrumented:
             pool_options["poolclass"] = observed_database.pool_class("primary")
@@ -96,6 +99,11 @@ def build_engine(config, *, instrumented: bool = True) -> Engine:
         },
     )
     event.listen(engine, "do_connect", _name_connection)
+    if config["DB_POOL_SIZE"] != 0:
+        # A connection the server (or a network cut) closed while it sat in
+        # the pool is noticed and replaced before a request gets it: pinged
+        # when it sat idle, not on every checkout (myapp/idle_ping.py).
+        idle_ping.install(engine, config["DB_PING_AFTER_IDLE_MS"] / 1000)
     if instrumented:
         observed_database.instrument(engine, "primary")
     return engine
@@ -120,7 +128,9 @@ def engine() -> Engine:
 def remove_session(exc: BaseException | None = None) -> None:
     """``teardown_appcontext`` hook: close and discard this thread's session.
 
-    Closing rolls back the request's transaction, which needs the database.
+    Closing rolls back whatever transaction is still open, which may need
+    the database (reads run in autocommit, so usually nothing is sent; a
+    session bound to a connection in a transaction, as in the tests, does).
     If the connection died after the request's last query (database cut or
     restarted), that rollback fails: SQLAlchemy has then already invalidated
     the connection and handed it back to the pool, which replaces it, and

@@ -20,7 +20,7 @@ from myapp.auth.passwords import needs_rehash, verify_password
 from myapp.models import Role
 from tests.support import accounts
 from tests.support.database import assert_nothing_written
-from tests.support.forms import csrf_token, submit
+from tests.support.forms import csrf_token, extract_csrf_token, submit
 
 EDITOR = accounts.EMAILS[Role.EDITOR]
 
@@ -130,6 +130,23 @@ def test_the_session_from_before_sign_in_is_not_carried_over(anonymous_client):
     sign_in(anonymous_client)
     with anonymous_client.session_transaction() as session:
         assert "planted" not in session
+
+
+def test_pages_after_sign_in_leave_the_cookie_alone(new_client, tables):
+    """The sign-in's cookie already carries the CSRF secret: pages opened at
+    once after signing in write no cookie, and a form from any of them
+    submits (myapp/auth/views.py, start_signed_in_session)."""
+    client = new_client(None)
+    sign_in(client)
+    signed_in = session_cookie(client)
+    pages = [client.get("/users/new") for _ in range(2)]
+    assert all("Set-Cookie" not in page.headers for page in pages)
+    token = extract_csrf_token(pages[0].get_data(as_text=True))
+    client.set_cookie("session", signed_in)  # as each tab would still send it
+    created = client.post("/users", data={"csrf_token": token, "name": "Tab",
+                                          "email": "tab@example.com"})
+    assert created.status_code == 303
+    assert tables.counts() == (1, 1)
 
 
 def test_logout_is_a_post_that_voids_the_old_cookie(new_client):

@@ -45,6 +45,18 @@ def test_pool_size_defaults_to_the_threads(tmp_path, monkeypatch):
     assert config.from_environment(tmp_path)["DB_POOL_SIZE"] == 3
 
 
+def test_ping_after_idle_defaults_to_a_second_and_may_be_zero(tmp_path, monkeypatch):
+    monkeypatch.setenv("SECRET_KEY", "x")
+    monkeypatch.delenv("DB_PING_AFTER_IDLE_MS", raising=False)
+    assert config.from_environment(tmp_path)["DB_PING_AFTER_IDLE_MS"] == 1000
+    monkeypatch.setenv("DB_PING_AFTER_IDLE_MS", "0")
+    assert config.from_environment(tmp_path)["DB_PING_AFTER_IDLE_MS"] == 0
+    for bad in ("-1", "soon", "1.5"):
+        monkeypatch.setenv("DB_PING_AFTER_IDLE_MS", bad)
+        with pytest.raises(config.ConfigError, match="DB_PING_AFTER_IDLE_MS"):
+            config.from_environment(tmp_path)
+
+
 @pytest.mark.parametrize("value", ["abc", "0", "-1", "2.5"])
 def test_malformed_numbers_are_refused_with_the_variable_named(tmp_path, monkeypatch, value):
     monkeypatch.setenv("SECRET_KEY", "x")

@@ -8,12 +8,13 @@ import os
 import threading
 
 import pytest
-from sqlalchemy import inspect, select, text
+from sqlalchemy import delete, func, insert, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ProgrammingError
 
 from myapp import PROJECT_ROOT, config, db, errors
 from myapp.models import User
+from myapp.sessions import WriteOutsideTransaction
 
 
 @pytest.mark.commits  # the pool itself is checked: no test connection may hold one
@@ -143,6 +144,7 @@ def _visible_elsewhere(engine, email) -> bool:
 @pytest.mark.commits  # another connection looks
 def test_flush_sends_sql_and_assigns_the_id_but_does_not_commit(session, inspect_engine):
     user = User(name="Flush", email="flush@example.com")
+    session.begin()  # writes only ever inside an explicit transaction (see below)
     session.add(user)
     assert user.id is None
     session.flush()
@@ -166,6 +168,7 @@ def test_commit_makes_changes_visible_to_other_connections(session, inspect_engi
 @pytest.mark.commits  # another connection looks
 def test_rollback_discards_the_insert_and_resets_the_object(session, inspect_engine):
     user = User(name="Rollback", email="rollback@example.com")
+    session.begin()
     session.add(user)
     session.flush()
     session.rollback()
@@ -185,6 +188,34 @@ def test_savepoint_rolls_back_only_its_own_work(session, inspect_engine):
     assert not _visible_elsewhere(inspect_engine, "dropped@example.com")
 
 
+@pytest.mark.commits  # a session on the engine, as in production
+def test_reads_outside_a_transaction_run_in_autocommit(session):
+    """myapp/sessions.py: no BEGIN around reads; each statement is its own
+    transaction (now() is the transaction's start), unless begin() says so."""
+    first, second = session.scalar(select(func.now())), session.scalar(select(func.now()))
+    assert first != second
+    session.close()
+    with session.begin():
+        first, second = session.scalar(select(func.now())), session.scalar(select(func.now()))
+    assert first == second
+
+
+@pytest.mark.commits  # another connection looks
+def test_a_write_outside_an_explicit_transaction_fails_loudly(session, inspect_engine):
+    """Outside ``with session.begin():`` reads run in autocommit, so a write
+    there would be committed statement by statement: it raises instead."""
+    session.add(User(name="Loose", email="loose@example.com"))
+    with pytest.raises(WriteOutsideTransaction):
+        session.flush()
+    session.rollback()
+    with pytest.raises(WriteOutsideTransaction):
+        session.execute(insert(User).values(name="Loose", email="loose@example.com"))
+    with pytest.raises(WriteOutsideTransaction):
+        session.execute(delete(User))
+    session.rollback()
+    assert not _visible_elsewhere(inspect_engine, "loose@example.com")
+
+
 def test_each_connection_carries_server_side_limits_and_a_name(app):
     with app.app_context():
         session = db.Session()
@@ -200,7 +231,8 @@ def test_pool_is_sized_from_the_config(config):
     pool = db.engine().pool
     assert pool.size() == config["DB_POOL_SIZE"]
     assert pool._max_overflow == 0
-    assert pool._pre_ping is True
+    # No ping on every checkout: only after idle (tests/test_round_trips.py).
+    assert pool._pre_ping is False
 
 
 @pytest.mark.commits  # threads hold every connection of the pool

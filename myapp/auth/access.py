@@ -64,8 +64,10 @@ def enforce_access():
 
     The signed-in account is loaded here, first thing, so that its read is
     the request's first use of its session. A page that only reads carries
-    on in that same read transaction; a view that writes opens its own with
-    ``session.begin()``, so for those the read is ended here. Public pages
+    on with the same session (its reads run in autocommit, myapp/sessions.py);
+    a view that writes opens its transaction with ``session.begin()``, which
+    a session already in use refuses, so for those the session's use is
+    ended here (no round trip: the read was not a transaction). Public pages
     that only read (``/healthz``, the login form) do not ask who is signed in.
     """
     if request.endpoint is None or request.endpoint in PUBLIC_ENDPOINTS:

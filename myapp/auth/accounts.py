@@ -19,7 +19,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import exists, func, orm, select
+from sqlalchemy import bindparam, exists, func, orm, select
 from sqlalchemy.exc import IntegrityError
 
 from myapp.auth import passwords
@@ -67,6 +67,11 @@ class AccountSnapshot:
 
 _SNAPSHOT_COLUMNS = (Account.id, Account.email, Account.role, Account.session_version,
                      Account.disabled, Account.created_at)
+
+
+# Built once: the sign-in check runs on every request, and building the
+# statement cost more than SQLAlchemy's cached compilation of it.
+_SIGNED_IN_ACCOUNT = select(*_SNAPSHOT_COLUMNS).where(Account.id == bindparam("account_id"))
 
 
 def _snapshot(row) -> AccountSnapshot:
@@ -133,9 +138,7 @@ def signed_in_account(session: orm.Session, account_id: int, session_version: in
     One read by primary key. None when the account is gone or disabled, or
     its ``session_version`` has moved on since the cookie was issued.
     """
-    row = session.execute(
-        select(*_SNAPSHOT_COLUMNS).where(Account.id == account_id)
-    ).one_or_none()
+    row = session.execute(_SIGNED_IN_ACCOUNT, {"account_id": account_id}).one_or_none()
     if row is None or row.disabled or row.session_version != session_version:
         return None
     return _snapshot(row)

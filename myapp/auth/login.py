@@ -31,6 +31,12 @@ from myapp.observability import request_context
 # No "remember me" cookie: a session lasts until the browser closes, and
 # ends earlier on the server's word (session_version).
 login_manager = LoginManager()
+# Flask-Login's "basic" session protection hashes the visitor's address and
+# browser name on every request and, when they differ from the sign-in's,
+# marks the session "not fresh" — rewriting the cookie. Freshness gates
+# nothing here (no view asks for a fresh login; revocation is the
+# session_version check), so the hash bought nothing (docs/performance.md).
+login_manager.session_protection = None
 
 
 class SignedInAccount(accounts.AccountSnapshot, UserMixin):

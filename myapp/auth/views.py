@@ -6,8 +6,10 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
+from flask import (Blueprint, abort, flash, g, redirect, render_template, request, session,
+                   url_for)
 from flask_login import current_user, login_user, logout_user
+from flask_wtf.csrf import generate_csrf
 
 from myapp import db
 from myapp.auth import accounts, signin
@@ -67,11 +69,27 @@ def login():
         return render_template("auth/login.html", form=form), 401
     # A new session: nothing a visitor (or someone who planted a cookie on
     # their browser) had in it before signing in is carried over.
-    session.clear()
-    login_user(SignedInAccount.of(account))
+    start_signed_in_session(account)
     metrics.record_sign_in("success")
     request_context.set_account_id(account.id)
     return redirect(safe_next(form.next.data or request.args.get("next")), 303)
+
+
+def start_signed_in_session(account: accounts.AccountSnapshot) -> None:
+    """A fresh session cookie signing ``account`` in, with its CSRF secret.
+
+    The secret is made now, into the cookie this answer sets. Left to the
+    next page (the header's sign-out form asks for a token), it would be
+    written by that page, and by every page until the browser stores the
+    new cookie: pages opened at once would each write a different secret,
+    and the forms of all but the last would fail their CSRF check. (A client
+    that replays the sign-in cookie, as wrk does, paid a cookie write per
+    request: docs/performance.md.)
+    """
+    session.clear()
+    login_user(SignedInAccount.of(account))
+    g.pop("csrf_token", None)  # this request's token belonged to the old session
+    generate_csrf()
 
 
 @bp.post("/logout")
@@ -160,11 +178,11 @@ def _continue_after_own_change(account: accounts.AccountSnapshot) -> str | None:
     """Changing your own account ended your sessions too: carry on in this
     one (a new cookie), unless it was disabled. Returns where to go when the
     account page is no longer yours to see."""
-    session.clear()
     if account.disabled:
+        session.clear()
         logout_user()
         return url_for("auth.login_form")
-    login_user(SignedInAccount.of(account))
+    start_signed_in_session(account)
     return None if account.role is Role.ADMIN else url_for("users.list_users")
 
 

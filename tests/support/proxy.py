@@ -9,7 +9,11 @@ database fail.
 * :meth:`TcpProxy.refuse` / :meth:`TcpProxy.accept` — new connections are
   closed (with a TCP reset) as soon as they arrive, or let through again;
 * :meth:`TcpProxy.set_latency` — every chunk of data, in either direction,
-  is held back this many seconds before it is passed on.
+  is held back this many seconds before it is passed on;
+* :meth:`TcpProxy.recording` — while set, every chunk a client sends is
+  kept in :attr:`TcpProxy.sent`, in order: a client that waits for each
+  answer (psycopg2 does) sends one chunk per round trip, so ``len(sent)``
+  counts round trips and :func:`statements` names them.
 
 Threads: one accepts; each connection has two pumps (one per direction).
 """
@@ -52,6 +56,8 @@ class TcpProxy:
         self._latency = 0.0
         self._closed = threading.Event()
         self.connections_made = 0  # accepted and forwarded, over the proxy's life
+        self._recording = False
+        self.sent: list[bytes] = []  # each chunk from a client while recording
         self._acceptor = threading.Thread(target=self._accept_loop, daemon=True)
 
     # --- controls -------------------------------------------------------------
@@ -76,6 +82,13 @@ class TcpProxy:
     def set_latency(self, seconds: float) -> None:
         """Delay every chunk forwarded, in both directions, by ``seconds``."""
         self._latency = seconds
+
+    def recording(self, on: bool = True) -> None:
+        """Start (clearing :attr:`sent`) or stop keeping what clients send."""
+        with self._lock:
+            if on:
+                self.sent = []
+            self._recording = on
 
     def url_for(self, database_url):
         """``database_url`` (a SQLAlchemy URL) reached through this proxy over TCP."""
@@ -142,6 +155,9 @@ class TcpProxy:
                 data = source.recv(CHUNK)
                 if not data:
                     break
+                if self._recording and source is pair[0]:
+                    with self._lock:
+                        self.sent.append(data)
                 if self._latency:
                     time.sleep(self._latency)  # the injected fault itself
                 target.sendall(data)
@@ -155,3 +171,16 @@ class TcpProxy:
                 # One side finished: end the other too, as a real link would.
                 for sock in pair:
                     _reset(sock)
+
+
+def statements(chunks: list[bytes]) -> list[str]:
+    """What each chunk asked of the server, for reading a round-trip count:
+    the SQL of a simple-protocol query (``Q`` message, all psycopg2 sends),
+    else the message's type letter."""
+    names = []
+    for chunk in chunks:
+        if chunk[:1] == b"Q":
+            names.append(chunk[5:].rstrip(b"\0").decode("utf-8", "replace"))
+        else:
+            names.append(f"<{chunk[:1].decode('latin-1')} message>")
+    return names

@@ -1,0 +1,197 @@
+"""What each Python-cost change of issue 17 bought: ``bench/run --python-cost``.
+
+Each change is a switch that this script can turn back: for every switch,
+and for the signed-in list page and the create, the same Flask test client
+(signed in through the login form, a 1,000-user database) serves a batch of
+requests with the change undone, then a batch with it, interleaved in
+rounds. What is timed is the CPU time of the serving thread
+(``time.thread_time``: the app's Python work, not PostgreSQL's, not waiting
+for it), so the figure is the change's own saving. The ratio of each round
+(before / after) is reported, median over rounds: a busy machine slows both
+halves of a round alike, and which half goes first alternates. Writes ``bench/results/<date>-python-cost.{json,md}``.
+
+The "before" code is kept here, and only here, as it was before the change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import itertools
+import json
+import statistics
+import time
+from datetime import datetime, timezone
+
+from sqlalchemy import select
+
+from bench import signin
+from bench.suite import ROOT, database_url, drop_database, fresh_database, machine_info, seed
+from myapp import create_app, db, users
+from myapp.auth import accounts
+from myapp.auth.login import login_manager
+from myapp.models import Account, AuditEvent
+
+USERS = 1_000
+
+
+# --- the code as it was --------------------------------------------------------
+
+
+def signed_in_account_built_per_request(session, account_id, session_version):
+    row = session.execute(
+        select(*accounts._SNAPSHOT_COLUMNS).where(Account.id == account_id)
+    ).one_or_none()
+    if row is None or row.disabled or row.session_version != session_version:
+        return None
+    return accounts._snapshot(row)
+
+
+def audit_as_orm_object(session, user, action, actor_id, detail=None):
+    if detail is None:
+        detail = {"name": user.name, "email": user.email}
+    session.add(AuditEvent(user_id=user.id, action=action, detail=detail, actor_id=actor_id))
+
+
+_NEW = {"signed_in_account": accounts.signed_in_account, "_audit": users._audit}
+
+
+def session_protection(on: bool) -> None:
+    login_manager.session_protection = None if on else "basic"
+
+
+def statement_built_once(on: bool) -> None:
+    accounts.signed_in_account = (_NEW["signed_in_account"] if on
+                                  else signed_in_account_built_per_request)
+
+
+def audit_as_insert(on: bool) -> None:
+    users._audit = _NEW["_audit"] if on else audit_as_orm_object
+
+
+SWITCHES = {
+    "no session-protection hash": session_protection,
+    "sign-in statement built once": statement_built_once,
+    "audit row as a plain INSERT": audit_as_insert,
+}
+
+
+def all_changes(on: bool) -> None:
+    for switch in SWITCHES.values():
+        switch(on)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench/run --python-cost",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--requests", type=int, default=100, help="per round, switch and state")
+    args = parser.parse_args(argv)
+
+    started = datetime.now(timezone.utc)
+    url = database_url("myapp_bench_python_cost")
+    fresh_database(url)
+    try:
+        seed(url, USERS)
+        results = measure(url, args)
+    finally:
+        db.Session.remove()
+        db.engine().dispose()
+        drop_database(url)
+        all_changes(True)
+    results = {"started": started.isoformat(timespec="seconds"),
+               "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "machine": machine_info(), "users": USERS, "rounds": args.rounds,
+               "requests_per_round": args.requests, **results}
+    out = ROOT / "bench" / "results" / f"{started:%Y-%m-%d}-python-cost"
+    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results)
+    out.with_suffix(".md").write_text(table)
+    print(table)
+    print(f"json: {out.with_suffix('.json')}\nmarkdown: {out.with_suffix('.md')}")
+    return 0
+
+
+def measure(url: str, args) -> dict:
+    app = create_app({"DATABASE_URL": url, "SECRET_KEY": "bench-python-cost"})
+    client = app.test_client()
+    login = client.get("/login").get_data(as_text=True)
+    response = client.post("/login", data={"csrf_token": signin.csrf_token(login),
+                                           "email": signin.EMAIL, "password": signin.PASSWORD})
+    assert response.status_code == 303, response.status_code
+    token = signin.csrf_token(client.get("/users/new").get_data(as_text=True))
+    signed_in = client.get_cookie("session").value
+    numbers = itertools.count()
+
+    def list_page():
+        assert client.get("/users").status_code == 200
+
+    def create():
+        n = next(numbers)
+        assert client.post("/users", data={"csrf_token": token, "name": f"Cost {n}",
+                                           "email": f"cost-{n}@example.com"}).status_code == 303
+        # A browser follows the redirect, whose page takes the flashed
+        # message out of the cookie again; without that the cookie would
+        # grow by one message per create, and every request with it.
+        client.set_cookie("session", signed_in)
+
+    pages = {"signed-in list page": list_page, "create": create}
+    switches = {**SWITCHES, "all of them": all_changes}
+
+    def cpu_ms(request) -> float:
+        gc.collect()  # not a collection left over from the other half
+        began = time.thread_time()
+        for _ in range(args.requests):
+            request()
+        return (time.thread_time() - began) / args.requests * 1000
+
+    for request in pages.values():
+        for _ in range(20):
+            request()  # warm-up: caches, pool, the first statements compiled
+    figures: dict[str, dict[str, list[float]]] = {}
+    for round_no in range(1, args.rounds + 1):
+        for name, switch in switches.items():
+            for page, request in pages.items():
+                all_changes(True)
+                # Which half goes first alternates, so neither always gets
+                # the warmer caches.
+                states = (False, True) if round_no % 2 else (True, False)
+                timed = {}
+                for on in states:
+                    switch(on)
+                    timed[on] = cpu_ms(request)
+                before, after = timed[False], timed[True]
+                entry = figures.setdefault(f"{name} / {page}",
+                                           {"before_ms": [], "after_ms": [], "ratio": []})
+                entry["before_ms"].append(round(before, 4))
+                entry["after_ms"].append(round(after, 4))
+                entry["ratio"].append(round(before / after, 4))
+        print(f"round {round_no}/{args.rounds}", flush=True)
+    return {"scenarios": {
+        key: {**values,
+              "median_before_ms": round(statistics.median(values["before_ms"]), 3),
+              "median_after_ms": round(statistics.median(values["after_ms"]), 3),
+              "median_ratio": round(statistics.median(values["ratio"]), 3)}
+        for key, values in figures.items()
+    }}
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        f"Run {results['started']} – {results['finished']}; {results['users']:,} users; "
+        f"Flask test client in one process, signed in; CPU time of the serving thread; "
+        f"median of {results['rounds']} rounds of {results['requests_per_round']} requests "
+        "per state.",
+        "",
+        "| change | page | CPU ms before | after | ratio before/after (median of rounds) |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for key, figures in results["scenarios"].items():
+        change, page = key.split(" / ")
+        lines.append(f"| {change} | {page} | {figures['median_before_ms']:.3f} | "
+                     f"{figures['median_after_ms']:.3f} | {figures['median_ratio']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
