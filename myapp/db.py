@@ -1,6 +1,10 @@
 """The database session's whole life, in one module.
 
-* One engine per process, built from the config by :func:`init_app`.
+* One engine per process, built from the config by :func:`init_app`, and
+  one more per replica of ``DATABASE_REPLICA_URL``: which one a statement
+  uses is :class:`myapp.replicas.RoutingSession`'s decision, made once per
+  request (GET/HEAD reads may go to a replica; everything else, and every
+  CLI command, to the primary).
 * ``Session`` is a module-level ``scoped_session``: a registry made once per
   process that hands each thread its own ``orm.Session``. A view calls
   ``db.Session()`` and gets the session of the thread serving its request;
@@ -26,12 +30,14 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import NullPool
 
 
+from myapp import replicas
 from myapp.observability import database as observed_database
 
 # expire_on_commit=False: objects a service returns stay readable after its
 # transaction commits, without a surprise SELECT (or a DetachedInstanceError
 # once the session is removed).
-Session = orm.scoped_session(orm.sessionmaker(expire_on_commit=False))
+Session = orm.scoped_session(
+    orm.sessionmaker(class_=replicas.RoutingSession, expire_on_commit=False))
 
 _engine: Engine | None = None
 
@@ -47,10 +53,29 @@ def init_app(app: Flask) -> None:
         _engine.dispose()
     _engine = build_engine(app.config)
     Session.configure(bind=_engine)
+    replicas.configure(build_replicas(app.config))
+    replicas.init_app(app, Session)
     app.teardown_appcontext(remove_session)
 
 
-def build_engine(config, *, instrumented: bool = True) -> Engine:
+def build_replicas(config) -> replicas.ReplicaSet | None:
+    """One engine per ``DATABASE_REPLICA_URL`` entry, pooled like the primary's.
+
+    Their pools' metrics are ``pool="replica"`` (then ``replica2``, ...).
+    """
+    urls = config.get("DATABASE_REPLICA_URLS") or []
+    if not urls:
+        return None
+    found = []
+    for number, url in enumerate(urls, start=1):
+        name = "replica" if number == 1 else f"replica{number}"
+        engine = build_engine(config, url=url, name=name)
+        found.append(replicas.Replica(engine, name, config["DB_REPLICA_MAX_LAG_S"]))
+    return replicas.ReplicaSet(found)
+
+
+def build_engine(config, *, instrumented: bool = True, url: str | None = None,
+                 name: str = "primary") -> Engine:
     """An engine whose pool matches the worker's threads.
 
     ``max_overflow=0``: the pool *is* the limit. With one connection per
@@ -67,6 +92,7 @@ def build_engine(config, *, instrumented: bool = True) -> Engine:
 
     ``instrumented``: pool and SQL metrics (see myapp.observability.database);
     only the benchmark turns them off, to measure what they cost.
+    ``url``/``name``: a replica's engine (default: ``DATABASE_URL``, "primary").
     """
     if config["DB_POOL_SIZE"] == 0:
         pool_options = {"poolclass": NullPool}
@@ -80,9 +106,9 @@ def build_engine(config, *, instrumented: bool = True) -> Engine:
             "pool_pre_ping": True,
         }
         if instrumented:
-            pool_options["poolclass"] = observed_database.pool_class("primary")
+            pool_options["poolclass"] = observed_database.pool_class(name)
     engine = create_engine(
-        config["DATABASE_URL"],
+        url or config["DATABASE_URL"],
         **pool_options,
         # Bound values stay out of error messages, so no value a visitor
         # typed (one day a password) reaches a log line with an exception.
@@ -97,7 +123,7 @@ def build_engine(config, *, instrumented: bool = True) -> Engine:
     )
     event.listen(engine, "do_connect", _name_connection)
     if instrumented:
-        observed_database.instrument(engine, "primary")
+        observed_database.instrument(engine, name)
     return engine
 
 
@@ -150,12 +176,15 @@ def dispose_inherited_pool() -> None:
     Session.registry.clear()
     if _engine is not None:
         _engine.dispose(close=False)
+    if replicas.replica_set() is not None:
+        replicas.replica_set().dispose(close=False)
 
 
 def ping(session: orm.Session) -> bool:
     """True if the database answers a trivial query through ``session``."""
     try:
-        session.execute(text("SELECT 1"))
+        # The primary's health, also in a GET whose reads go to a replica.
+        session.execute(text("SELECT 1").execution_options(**replicas.PRIMARY_ONLY))
     except (DBAPIError, PoolTimeoutError):
         return False
     return True

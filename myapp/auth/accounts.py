@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from myapp.auth import passwords
 from myapp.models import ACCOUNT_EMAIL_UNIQUE_INDEX, Account, Role
+from myapp.replicas import PRIMARY_ONLY
 from myapp.validation import InvalidField, clean_email
 
 log = logging.getLogger(__name__)
@@ -130,11 +131,14 @@ def signed_in_account(session: orm.Session, account_id: int, session_version: in
                       ) -> AccountSnapshot | None:
     """The account a session cookie names, if that cookie is still good.
 
-    One read by primary key. None when the account is gone or disabled, or
+    One read by primary key, always on the primary. None when the account is gone or disabled, or
     its ``session_version`` has moved on since the cookie was issued.
     """
     row = session.execute(
         select(*_SNAPSHOT_COLUMNS).where(Account.id == account_id)
+        # From the primary even in a GET whose pages read a replica: a
+        # replica behind the primary would still accept a revoked cookie.
+        .execution_options(**PRIMARY_ONLY)
     ).one_or_none()
     if row is None or row.disabled or row.session_version != session_version:
         return None
