@@ -68,9 +68,11 @@ def build_replicas(config) -> replicas.ReplicaSet | None:
         return None
     found = []
     for number, url in enumerate(urls, start=1):
-        name = "replica" if number == 1 else f"replica{number}"
-        engine = build_engine(config, url=url, name=name)
-        found.append(replicas.Replica(engine, name, config["DB_REPLICA_MAX_LAG_S"]))
+        pool_name = "replica" if number == 1 else f"replica{number}"
+        engine = build_engine(config, url=url, name=pool_name)
+        # Log lines name it by address, as an operator knows it.
+        address = f"{engine.url.host}:{engine.url.port or 5432}/{engine.url.database}"
+        found.append(replicas.Replica(engine, address, config["DB_REPLICA_MAX_LAG_S"]))
     return replicas.ReplicaSet(found)
 
 

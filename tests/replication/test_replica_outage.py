@@ -1,0 +1,78 @@
+"""A replica that stops or falls behind is bypassed without an error page,
+reported by /healthz, and used again by itself once healthy."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from cluster.postgres import wait_for_streaming
+from tests.replication.conftest import app_server
+from tests.support.http import Browser
+from tests.support.prometheus import scrape
+from tests.support.workload import Load, check_writes, wait_for
+
+pytestmark = [pytest.mark.server, pytest.mark.replication, pytest.mark.faults]
+
+READS = {"list": 40, "search": 20, "detail": 30, "create": 10}
+
+
+def replica_reads(server) -> float:
+    return scrape(server.url).value("myapp_db_reads_total", target="replica")
+
+
+def healthz(server) -> dict:
+    return requests.get(f"{server.url}/healthz", timeout=10).json()
+
+
+def test_replica_stopped_mid_load_no_error_page_then_back_in_use(
+        replication, server, primary_engine):
+    replica = replication.replicas[0]
+    load = Load(server.url, clients=6, mix=READS).start()
+    try:
+        assert wait_for(lambda: len(load.results) >= 100, timeout=60)
+        replica.stop()
+        stopped_at = len(load.results)
+        assert wait_for(lambda: healthz(server).get("replica") == "unavailable", 10)
+        reads_while_down = replica_reads(server)
+        assert wait_for(lambda: len(load.results) >= stopped_at + 150, timeout=60)
+        # Nothing more was read from the replica while it was down.
+        assert replica_reads(server) == reads_while_down
+
+        replica.start()
+        wait_for_streaming(replica)
+        assert wait_for(lambda: healthz(server).get("replica") == "ok", 10)
+        assert wait_for(lambda: replica_reads(server) >= reads_while_down + 50, timeout=60)
+    finally:
+        load.stop()
+
+    assert load.server_errors() == []
+    assert None not in load.statuses()
+    writes = check_writes(primary_engine, load)
+    assert writes.consistent, writes
+    log = server.output()
+    # One line per change of state, per worker process (2).
+    address = f"127.0.0.1:{replica.port}/myapp"
+    assert 1 <= log.count(f"replica {address} is unavailable") <= 2, log[-3000:]
+    assert 1 <= log.count(f"replica {address} is back in use") <= 2
+
+
+def test_a_lagging_replica_is_bypassed_and_reported(replication, replicated_tables):
+    with app_server(replication, DB_REPLICA_MAX_LAG_S="1") as server:
+        browser = Browser(server.url)
+        replication.wait_until_replayed()
+        replication.pause_replay()
+        try:
+            # Writes the replica receives but does not replay: it falls behind.
+            for n in range(3):
+                replicated_tables.write(f"INSERT INTO users (name, email) VALUES ('L{n}', 'l{n}@x.org')")
+            assert wait_for(lambda: healthz(server).get("replica") == "lagging", 15)
+            assert healthz(server)["status"] == "ok"
+            page = browser.get("/users")
+            assert page.status_code == 200
+            assert "l2@x.org" in page.text  # read from the primary
+        finally:
+            replication.resume_replay()
+        assert wait_for(lambda: healthz(server).get("replica") == "ok", 15)
+        port = replication.replicas[0].port
+        assert f"replica 127.0.0.1:{port}/myapp is lagging" in server.output()
