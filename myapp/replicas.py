@@ -74,6 +74,8 @@ PROBE_INTERVAL_S = 0.005
 # A replica that did not answer is tried again after this long, not on
 # every request: a blackholed host costs DB_CONNECT_TIMEOUT per try.
 RETRY_UNAVAILABLE_S = 1.0
+# Replay seen behind this long by one worker: the server's lag figure is real.
+LAG_CONFIRM_S = 1.0
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 
@@ -90,10 +92,8 @@ def parse_lsn(value: str) -> int:
 
 
 # Replay position, and the lag: 0 when the replica has replayed all it has
-# received, else how long ago the last transaction it replayed committed.
-# (That overstates the lag after the primary sat idle, so Replica also
-# times how long WAL it has seen received stays unreplayed, and takes the
-# smaller of the two.)
+# received, else how long ago the last transaction it replayed committed
+# (see Replica._lag for when that figure is believed).
 PROBE_SQL = text(
     "SELECT pg_last_wal_replay_lsn()::text, pg_last_wal_receive_lsn()::text,"
     " CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0"
@@ -158,12 +158,21 @@ class Replica:
             self._set_state(State.OK, "")
 
     def _lag(self, now: float, received: int, server_lag: float) -> float:
+        """The replica's lag: the server's figure once this worker has seen
+        replay stay behind for LAG_CONFIRM_S, else at most how long it has.
+
+        The server's figure (the age of the last transaction replayed) is
+        the true lag while replay is stuck, but after the primary sat idle
+        it is the idle time, for the few milliseconds until the next
+        transaction is replayed: not worth a "lagging" state and a log line.
+        """
         if self.replay_lsn >= received:
             self._waiting_since = None
             return 0.0
         if self._waiting_since is None or self.replay_lsn >= self._waiting_since[0]:
-            self._waiting_since = (received, now)
-        return min(server_lag, now - self._waiting_since[1])
+            self._waiting_since = (received, now)  # behind again, on newer WAL
+        behind_for = now - self._waiting_since[1]
+        return server_lag if behind_for >= LAG_CONFIRM_S else min(server_lag, behind_for)
 
     def _set_state(self, state: State, why: str) -> None:
         if state is self.state:
