@@ -43,7 +43,7 @@ from collections.abc import Sequence
 from enum import Enum
 
 from flask import Flask, Response, request, session as cookie
-from sqlalchemy import Connection, Delete, Engine, Insert, Select, Update, event, orm, text
+from sqlalchemy import Connection, Delete, Engine, Insert, Select, Update, event, orm
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import SessionTransactionOrigin
@@ -94,7 +94,7 @@ def parse_lsn(value: str) -> int:
 # Replay position, and the lag: 0 when the replica has replayed all it has
 # received, else how long ago the last transaction it replayed committed
 # (see Replica._lag for when that figure is believed).
-PROBE_SQL = text(
+PROBE_SQL = (
     "SELECT pg_last_wal_replay_lsn()::text, pg_last_wal_receive_lsn()::text,"
     " CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0"
     " ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END"
@@ -137,10 +137,9 @@ class Replica:
 
     def _probe(self) -> None:
         self.probes += 1
+        metrics.record_replica_probe()
         try:
-            with self.engine.connect() as conn:
-                replay, received, server_lag = conn.execute(PROBE_SQL).one()
-                conn.rollback()
+            replay, received, server_lag = one_row(self.engine, PROBE_SQL)
         except (DBAPIError, PoolTimeoutError) as err:
             self.mark_unavailable(first_line(err))
             return
@@ -326,20 +325,25 @@ def remember_write_position(session: orm.Session, response: Response) -> Respons
 
 
 def wal_position(primary: Engine) -> str:
-    """``pg_current_wal_lsn()`` in one round trip (plus the pool's pre-ping).
+    """The primary's ``pg_current_wal_lsn()``."""
+    return one_row(primary, "SELECT pg_current_wal_lsn()::text")[0]
+
+
+def one_row(engine: Engine, sql: str) -> tuple:
+    """One row of ``sql`` in one round trip (plus the pool's pre-ping).
 
     In autocommit, set on the psycopg2 connection itself as SQLAlchemy's own
-    pre-ping does: SQLAlchemy's ``isolation_level="AUTOCOMMIT"`` would cost a
-    ``SET default_transaction_isolation`` at every later checkout of the
-    connection, and a plain transaction a BEGIN and a ROLLBACK.
+    pre-ping does: a plain transaction would add a BEGIN and a ROLLBACK, and
+    SQLAlchemy's ``isolation_level="AUTOCOMMIT"`` a ``SET
+    default_transaction_isolation`` at every later checkout of the connection.
     """
-    with primary.connect() as conn:
+    with engine.connect() as conn:
         dbapi_connection = conn.connection.dbapi_connection
         dbapi_connection.autocommit = True
         try:
             with dbapi_connection.cursor() as cursor:
-                cursor.execute("SELECT pg_current_wal_lsn()::text")
-                return cursor.fetchone()[0]
+                cursor.execute(sql)
+                return cursor.fetchone()
         finally:
             dbapi_connection.autocommit = False
 
