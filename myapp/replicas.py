@@ -242,7 +242,8 @@ class RoutingSession(orm.Session):
             return True
         if isinstance(clause, Select) and clause._for_update_arg is not None:
             return True
-        if clause is not None and clause.get_execution_options().get("myapp_primary_only"):
+        options = getattr(clause, "get_execution_options", None)
+        if options is not None and options().get("myapp_primary_only"):
             return True
         transaction = self.get_transaction()
         # Inside ``with session.begin():`` (a write, by the services' rule);
