@@ -22,8 +22,9 @@ Everything about where a statement goes is in this module:
   writing request). A later GET reads from a replica only once that
   replica's ``pg_last_wal_replay_lsn()`` has reached it.
 * :class:`Replica` is one replica as this worker process sees it: its
-  replay position and lag, probed at most every ``PROBE_INTERVAL_S`` by one
-  thread while the others use the last answer, and its state (``ok``,
+  replay position and lag, probed by one thread while the others use the
+  last answer — every ``HEALTH_PROBE_S``, and sooner (``REPLAY_PROBE_S``)
+  only for a client whose write it has not been seen to replay — and its state (``ok``,
   ``lagging``, ``unavailable``), logged once per change. A replica that is
   down or too far behind is bypassed; it is used again by itself once a
   probe finds it healthy.
@@ -67,13 +68,15 @@ PRIMARY_ONLY = {"myapp_primary_only": True}
 # last write, as PostgreSQL prints an LSN ("16/B374D848").
 COOKIE_KEY = "wal"
 
-# How long a worker trusts what it last learnt about a replica. Short, so a
-# write becomes readable from the replica within a few milliseconds of its
-# replay; a probe is one round trip, by one thread at a time.
-PROBE_INTERVAL_S = 0.005
-# A replica that did not answer is tried again after this long, not on
-# every request: a blackholed host costs DB_CONNECT_TIMEOUT per try.
-RETRY_UNAVAILABLE_S = 1.0
+# How long a worker trusts what it last learnt about a replica: its state
+# and lag (a down or lagging replica is noticed within this, or at once by
+# a read that fails on it) ...
+HEALTH_PROBE_S = 1.0
+# ... and, for a client whose last write the replica had not replayed at the
+# last probe, its replay position: the client's reads come back to the
+# replica within a few milliseconds of the replay. Replay only moves
+# forward, so clients whose writes are older cost no probe at all.
+REPLAY_PROBE_S = 0.005
 # Replay seen behind this long by one worker: the server's lag figure is real.
 LAG_CONFIRM_S = 1.0
 SAFE_METHODS = frozenset({"GET", "HEAD"})
@@ -116,14 +119,13 @@ class Replica:
         self._waiting_since: tuple[int, float] | None = None  # (received LSN, first seen)
         self._lock = threading.Lock()
 
-    def observe(self) -> State:
-        """The replica's state, probed again if what we know is too old.
+    def observe(self, max_age: float = HEALTH_PROBE_S) -> State:
+        """The replica's state, probed again if what we know is older than ``max_age``.
 
         One thread probes; the others carry on with the last answer rather
         than queue behind it (a down replica must not stall requests).
         """
-        interval = RETRY_UNAVAILABLE_S if self.state is State.UNAVAILABLE else PROBE_INTERVAL_S
-        if time.monotonic() - self._checked_at >= interval and self._lock.acquire(blocking=False):
+        if time.monotonic() - self._checked_at >= max_age and self._lock.acquire(blocking=False):
             try:
                 self._probe()
             finally:
@@ -200,6 +202,11 @@ class ReplicaSet:
         if not usable:
             return None, self.health()
         caught_up = [r for r in usable if r.replay_lsn >= min_lsn]
+        if not caught_up:
+            # The client wrote after the last probe: ask again (at most
+            # every REPLAY_PROBE_S), the write has likely been replayed since.
+            caught_up = [r for r in usable if r.observe(REPLAY_PROBE_S) is State.OK
+                         and r.replay_lsn >= min_lsn]
         if not caught_up:
             return None, "read_your_writes"
         return random.choice(caught_up), "replica"  # noqa: S311 (spreading load, not a secret)

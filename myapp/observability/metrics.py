@@ -144,8 +144,8 @@ REPLICA_FALLBACKS = Counter(
 )
 REPLICA_PROBES = Counter(
     "myapp_db_replica_probes_total",
-    "Queries of a replica's replay position and lag (one per worker at most every few ms"
-    " while pages are read; what read-your-writes costs the replica).",
+    "Queries of a replica's replay position and lag by the router (per worker: once a second,"
+    " more often only while a client waits for its own write to be replayed).",
 )
 REPLICA_LAG = Gauge(
     "myapp_db_replica_lag_seconds",

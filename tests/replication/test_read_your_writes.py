@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import requests
 
 from myapp.models import Role
 from tests.support.forms import extract_csrf_token
@@ -46,6 +47,12 @@ def test_the_creator_sees_its_new_user_another_client_only_after_replay(replicat
     assert page.status_code == 200
     assert "Fresh Writer" in page.text
     assert "fresh@example.com" in writer.get("/users").text
+    # The position is in the cookie, not in a worker: a new connection each
+    # time (gunicorn's workers share the port, so they take turns) finds it too.
+    for _ in range(6):
+        fresh = requests.get(f"{server.url}/users/{user_id}", timeout=10,
+                             headers={"Cookie": writer.cookie_header(), "Connection": "close"})
+        assert fresh.status_code == 200
 
     # The viewer reads the paused replica: not there yet.
     assert other.get(f"/users/{user_id}").status_code == 404
