@@ -57,7 +57,8 @@ log = logging.getLogger(__name__)
 # (absent: the primary). Set by route_request, gone with the session at
 # teardown's remove().
 READ_FROM = "myapp.read_from"
-# ``session.info`` key: the session committed a transaction that wrote.
+# ``session.info`` key: the session flushed or executed an INSERT, UPDATE
+# or DELETE (on the primary): its request records the WAL position after.
 WROTE = "myapp.wrote"
 # Execution option of a statement that must read the primary's current
 # state even in a GET: ``select(...).execution_options(**PRIMARY_ONLY)``.
@@ -114,7 +115,6 @@ class Replica:
         self.state = State.OK  # until a probe says otherwise (logged then)
         self.replay_lsn = 0
         self.lag_s = 0.0
-        self.probes = 0
         self._checked_at = float("-inf")
         self._waiting_since: tuple[int, float] | None = None  # (received LSN, first seen)
         self._lock = threading.Lock()
@@ -138,7 +138,6 @@ class Replica:
         self._set_state(State.UNAVAILABLE, reason)
 
     def _probe(self) -> None:
-        self.probes += 1
         metrics.record_replica_probe()
         try:
             replay, received, server_lag = one_row(self.engine, PROBE_SQL)
