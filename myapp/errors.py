@@ -75,7 +75,7 @@ def user_not_found(error: UserNotFound):
 
 
 def database_unavailable(error: Exception):
-    if replicas.read_failed_on_replica(db.Session()):
+    if replicas.read_failed_on_replica(db.Session(), error):
         return read_again_from_primary(error)
     metrics.record_database_unavailable(unavailable_cause(error))
     return render_http_error(ServiceUnavailable(DATABASE_UNAVAILABLE))

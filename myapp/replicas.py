@@ -36,8 +36,8 @@ view) fails there loudly: a hot standby refuses it
 
 from __future__ import annotations
 
+import itertools
 import logging
-import random
 import threading
 import time
 from collections.abc import Sequence
@@ -118,6 +118,7 @@ class Replica:
         self._checked_at = float("-inf")
         self._waiting_since: tuple[int, float] | None = None  # (received LSN, first seen)
         self._lock = threading.Lock()
+        event.listen(engine, "handle_error", _mark_as_from_a_replica)
 
     def observe(self, max_age: float = HEALTH_PROBE_S) -> State:
         """The replica's state, probed again if what we know is older than ``max_age``.
@@ -184,6 +185,18 @@ class Replica:
             log.warning("replica %s is %s, reads go to the primary: %s", self.name, state.value, why)
 
 
+# Attribute set on a database error raised by a replica's engine (handle_error
+# runs for failed statements and failed connects alike), so an error page
+# can tell a replica's failure (read again from the primary) from the
+# primary's (a 503).
+FROM_REPLICA = "myapp_from_replica"
+
+
+def _mark_as_from_a_replica(context) -> None:
+    if context.sqlalchemy_exception is not None:
+        setattr(context.sqlalchemy_exception, FROM_REPLICA, True)
+
+
 def first_line(err: Exception) -> str:
     orig = getattr(err, "orig", None) or err
     return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
@@ -194,6 +207,7 @@ class ReplicaSet:
 
     def __init__(self, replicas: Sequence[Replica]):
         self.replicas = list(replicas)
+        self._turns = itertools.count()
 
     def choose(self, min_lsn: int) -> tuple[Replica | None, str]:
         """A healthy replica that has replayed ``min_lsn``, or None and why not."""
@@ -208,7 +222,8 @@ class ReplicaSet:
                          and r.replay_lsn >= min_lsn]
         if not caught_up:
             return None, "read_your_writes"
-        return random.choice(caught_up), "replica"  # noqa: S311 (spreading load, not a secret)
+        # In turn (itertools.count is atomic under the GIL): reads spread evenly.
+        return caught_up[next(self._turns) % len(caught_up)], "replica"
 
     def health(self) -> str:
         """/healthz's ``replica``: ``ok`` if any replica serves reads, else the best state."""
@@ -355,14 +370,16 @@ def one_row(engine: Engine, sql: str) -> tuple:
             dbapi_connection.autocommit = False
 
 
-def read_failed_on_replica(session: orm.Session) -> bool:
+def read_failed_on_replica(session: orm.Session, error: Exception) -> bool:
     """After a database error in a request: was it this request's replica?
 
     If so the replica is marked unavailable and the session forgets it, so
     the caller can retry the read on the primary (myapp.errors).
     """
+    if _replicas is None or not getattr(error, FROM_REPLICA, False):
+        return False
     engine = session.info.pop(READ_FROM, None)
-    if _replicas is None or engine is None:
+    if engine is None:
         return False
     replica = _replicas.for_engine(engine)
     if replica is not None:

@@ -42,14 +42,17 @@ def test_reads_spread_over_replicas_and_one_down_leaves_the_other(two_replicas):
         for _ in range(30):
             assert reader.get("/users").status_code == 200
         spread = [two_replicas.settled_transactions(r) - b for r, b in zip((first, second), before)]
-        # 30 pages, each read (with its pre-ping) on one replica chosen at
-        # random: both get a share (all 30 on one: p = 2 * 0.5**30).
+        # 30 pages, each read (with its pre-ping) on the replicas in turn,
+        # per worker: both get a share.
         assert all(count >= 2 for count in spread), spread
 
         first.stop()
         second_before = two_replicas.settled_transactions(second)
         for _ in range(30):
             assert reader.get("/users").status_code == 200
-        assert two_replicas.settled_transactions(second) - second_before >= 2 * 30
+        # Each worker's first read after the stop may still pick the stopped
+        # replica (its health is a second old): that read fails and is read
+        # again from the primary. Every other read is the second replica's.
+        assert two_replicas.settled_transactions(second) - second_before >= 2 * (30 - 2)
         health = reader.get("/healthz").json()
         assert health["replica"] == "ok"  # one replica still serves reads

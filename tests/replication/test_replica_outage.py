@@ -77,3 +77,23 @@ def test_a_lagging_replica_is_bypassed_and_reported(replication, replicated_tabl
         assert wait_for(lambda: healthz(server).get("replica") == "ok", 15)
         port = replication.replicas[0].port
         assert f"replica 127.0.0.1:{port}/myapp is lagging" in server.output()
+
+
+def test_primary_down_is_a_503_even_for_pages_the_replica_could_serve(replication, server):
+    # The signed-in account is read on the primary (revocation), so a page
+    # that needs it cannot be served while the primary is away; the replica
+    # is not blamed for that.
+    browser = Browser(server.url)
+    assert browser.get("/users").status_code == 200
+    replication.primary.stop()
+    try:
+        away = browser.get("/users")
+        assert away.status_code == 503 and 'class="site-header"' in away.text
+        health = requests.get(f"{server.url}/healthz", timeout=30)
+        assert health.status_code == 503
+        assert health.json() == {"status": "error", "database": "unavailable", "replica": "ok"}
+    finally:
+        replication.primary.start()
+        wait_for_streaming(replication.replicas[0])
+    assert wait_for(lambda: browser.get("/users").status_code == 200, 20)
+    assert "is unavailable" not in server.output()
