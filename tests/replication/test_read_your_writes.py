@@ -12,6 +12,7 @@ import requests
 from myapp.models import Role
 from tests.support.forms import extract_csrf_token
 from tests.support.http import Browser
+from tests.support.prometheus import scrape
 from tests.support.workload import wait_for
 
 pytestmark = [pytest.mark.server, pytest.mark.replication]
@@ -53,6 +54,11 @@ def test_the_creator_sees_its_new_user_another_client_only_after_replay(replicat
         fresh = requests.get(f"{server.url}/users/{user_id}", timeout=10,
                              headers={"Cookie": writer.cookie_header(), "Connection": "close"})
         assert fresh.status_code == 200
+
+    # Those pages read the primary, for read-your-writes, and said so.
+    fallbacks = scrape(server.url).value("myapp_db_replica_fallbacks_total",
+                                         reason="read_your_writes")
+    assert fallbacks >= 2 + 6
 
     # The viewer reads the paused replica: not there yet.
     assert other.get(f"/users/{user_id}").status_code == 404

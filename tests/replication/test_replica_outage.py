@@ -35,8 +35,10 @@ def test_replica_stopped_mid_load_no_error_page_then_back_in_use(
         assert wait_for(lambda: healthz(server).get("replica") == "unavailable", 10)
         stopped_at, primary_before = len(load.results), reads(server, "primary")
         assert wait_for(lambda: len(load.results) >= stopped_at + 150, timeout=60)
-        # Reads moved to the primary (the mix is 90% reads).
+        # Reads moved to the primary (the mix is 90% reads), and said why.
         assert reads(server, "primary") - primary_before >= 100
+        assert scrape(server.url).value("myapp_db_replica_fallbacks_total",
+                                        reason="unavailable") >= 100
         reads_while_down = reads(server, "replica")
 
         replica.start()

@@ -36,6 +36,11 @@ def test_a_fresh_clients_gets_read_from_the_replica(replication, server):
     assert primary == 2 * pages
     assert replica >= 2 * pages
     assert metric(server, "myapp_db_reads_total", target="replica") >= pages
+    # One session per request, two connections (primary and replica):
+    # teardown's remove() gave both back.
+    for pool in ("primary", "replica"):
+        assert metric(server, "myapp_db_pool_checked_out_connections", pool=pool) == 0
+        assert metric(server, "myapp_db_pool_size", pool=pool) == 2 * 4
 
 
 def test_posts_write_and_read_on_the_primary_only(replication, server):
