@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import ExitStack
 from datetime import datetime, timezone
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -92,6 +93,21 @@ def decision_cost(replica_url: str, calls: int = 20_000) -> dict:
             "probe_ms_median": round(statistics.median(probe_times) * 1000, 3)}
 
 
+def measure_round(base: str, reader_cookie: str, writer_cookie: str, duration: int) -> dict:
+    """Readers on the list page while one writer creates users; the readers'
+    throughput, and where the server's page reads went meanwhile."""
+    before = routing_counts(base)
+    writing = writer(base, duration, writer_cookie)
+    result = wrk(f"{base}/users", duration, {"BENCH_COOKIE": reader_cookie})
+    writing.communicate(timeout=duration + 60)
+    after = routing_counts(base)
+    delta = {key: after[key] - before[key] for key in after}
+    reads = delta["replica"] + delta["primary"]
+    result["replica_share"] = round(delta["replica"] / reads, 4) if reads else None
+    result["probes_per_read"] = round(delta["probes"] / reads, 4) if reads else None
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     args = rounds_arguments("bench/run --replicas", __doc__.splitlines()[0], argv)
 
@@ -109,31 +125,18 @@ def main(argv: list[str] | None = None) -> int:
                                      env={"DATABASE_REPLICA_URL": replica_url}),
             "primary-only": GunicornServer(through_pgbouncer, workers=2, threads=4),
         }
-        try:
+        with ExitStack() as running:  # every server stopped, whatever happens
             for server in servers.values():
-                server.__enter__()
+                running.enter_context(server)
             cookies = {name: (signin.signed_in_cookie(s.url), signin.signed_in_cookie(s.url))
                        for name, s in servers.items()}
             for round_number in range(1, args.rounds + 1):
                 for target in TARGETS:
-                    base = servers[target].url
-                    reader_cookie, writer_cookie = cookies[target]
-                    before = routing_counts(base)
-                    writing = writer(base, args.duration, writer_cookie)
-                    result = wrk(f"{base}/users", args.duration, {"BENCH_COOKIE": reader_cookie})
-                    writing.communicate(timeout=args.duration + 60)
-                    after = routing_counts(base)
-                    delta = {key: after[key] - before[key] for key in after}
-                    reads = delta["replica"] + delta["primary"]
-                    result["replica_share"] = round(delta["replica"] / reads, 4) if reads else None
-                    result["probes_per_read"] = round(delta["probes"] / reads, 4) if reads else None
+                    result = measure_round(servers[target].url, *cookies[target], args.duration)
                     runs[target].append(result)
                     print(f"round {round_number} list {target:<13} {result['rps']:>8} req/s"
                           f" replica share {result['replica_share']}"
                           f" probes/read {result['probes_per_read']}", flush=True)
-        finally:
-            for server in servers.values():
-                server.stop()
         cost = decision_cost(replica_url)
 
     summary = {target: summarise(results) for target, results in runs.items()}

@@ -20,7 +20,7 @@ import psycopg2
 from cluster.postgres import PostgresServer, connect, wait_for_streaming
 from cluster.processes import give_to, reachable_by
 from cluster.settings import Settings
-from harness import PROJECT_ROOT
+from harness import PROJECT_ROOT, Started
 from harness.gunicorn import free_port
 
 
@@ -42,7 +42,7 @@ class _Standby(PostgresServer):
         return self.settings.log_dir / f"{self.name}-setup.log"
 
 
-class Replication:
+class Replication(Started):
     """``Replication(replicas=1)``: a primary and ``replicas`` hot standbys of it,
     with the app's database ``myapp`` initialised (``init-db``) on the primary."""
 
@@ -57,17 +57,6 @@ class Replication:
         self.primary = PostgresServer(settings, "primary", settings.primary_port)
         self.replicas = [_Standby(settings, f"replica{n}", free_port())
                          for n in range(1, replicas + 1)]
-
-    def __enter__(self) -> Replication:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def start(self) -> None:
         user = self.settings.service_user
