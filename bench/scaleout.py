@@ -14,14 +14,12 @@ Results: ``bench/results/<date>-scaleout.{json,md}``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import secrets
 import sys
 from datetime import datetime, timezone
-from pathlib import Path
 
-from bench.suite import ROOT, csrf_session, flask_cli, machine_info, summarise, wrk
+from bench.suite import csrf_session, flask_cli, machine_info, rounds_arguments, summarise, wrk
 from harness.cluster import LocalCluster
 from harness.gunicorn import GunicornServer
 
@@ -39,12 +37,7 @@ def run_scenario(base: str, scenario: str, duration: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench/run --scaleout", description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
-    parser.add_argument("--users", type=int, default=10_000)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    args = parser.parse_args(argv)
+    args = rounds_arguments("bench/run --scaleout", __doc__.splitlines()[0], argv)
 
     started = datetime.now(timezone.utc)
     runs: dict[str, list[dict]] = {f"{s}@{t}": [] for s in SCENARIOS for t in TARGETS}

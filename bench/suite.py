@@ -443,6 +443,16 @@ def rps_recorder(runs: dict[str, list[float]], width: int = 28):
     return record
 
 
+def rounds_arguments(prog: str, description: str, argv: list[str] | None) -> argparse.Namespace:
+    """The options of the wrk-round benchmarks (--scaleout, --replicas)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    return parser.parse_args(argv)
+
+
 def save_results(out: Path, results: dict, table: str) -> None:
     """``out``.json and ``out``.md, and the table on the console."""
     out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")

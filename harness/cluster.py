@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from cluster.settings import Settings
-from harness import PROJECT_ROOT
+from harness import PROJECT_ROOT, Started
 from harness.gunicorn import free_port
 
 PORT_VARIABLES = {
@@ -51,7 +51,7 @@ def _is_free(port: int) -> bool:
     return True
 
 
-class LocalCluster:
+class LocalCluster(Started):
     def __init__(self, instances: int = 2, env: dict[str, str] | None = None,
                  timeout: float = 180):
         self.instances = instances
@@ -100,16 +100,8 @@ class LocalCluster:
             raise RuntimeError(f"cluster up failed:\n{result.stdout}{result.stderr}")
         return result
 
-    def __enter__(self) -> LocalCluster:
-        try:
-            self.up()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def start(self) -> None:
+        self.up()
 
     def close(self) -> None:
         try:

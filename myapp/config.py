@@ -67,16 +67,25 @@ def _list_from_env(name: str) -> list[str]:
 
 def database_url() -> str:
     """``DATABASE_URL``, checked to be a PostgreSQL URL SQLAlchemy can read."""
-    raw = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    return _postgresql_url("DATABASE_URL", os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL)
+
+
+def replica_urls() -> list[str]:
+    """``DATABASE_REPLICA_URL``: none, one or several (comma-separated) replica URLs."""
+    return [_postgresql_url("DATABASE_REPLICA_URL", url)
+            for url in _list_from_env("DATABASE_REPLICA_URL")]
+
+
+def _postgresql_url(name: str, raw: str) -> str:
     try:
         backend = make_url(raw).get_backend_name()
     except ArgumentError:
         # Not echoed: the value may hold a password.
         raise ConfigError(
-            "DATABASE_URL is not a database URL; expected postgresql+psycopg2://USER@HOST:PORT/NAME"
+            f"{name} is not a database URL; expected postgresql+psycopg2://USER@HOST:PORT/NAME"
         ) from None
     if backend != "postgresql":
-        raise ConfigError(f"DATABASE_URL must be a PostgreSQL URL, not {backend!r}")
+        raise ConfigError(f"{name} must be a PostgreSQL URL, not {backend!r}")
     return raw
 
 
@@ -160,6 +169,10 @@ def from_environment(instance_path: Path, overrides: Mapping[str, Any] | None = 
         "DB_PING_AFTER_IDLE_MS": _int_from_env(
             "DB_PING_AFTER_IDLE_MS", DEFAULT_PING_AFTER_IDLE_MS, minimum=0
         ),
+        # Streaming replicas GET/HEAD pages read from (myapp/replicas.py);
+        # one further behind than DB_REPLICA_MAX_LAG_S seconds is bypassed.
+        "DATABASE_REPLICA_URLS": replica_urls(),
+        "DB_REPLICA_MAX_LAG_S": _int_from_env("DB_REPLICA_MAX_LAG_S", 10),
         # How long a migration statement may wait for a lock before it fails
         # (docs/migrations.md): while it waits, every request that needs the
         # same table queues behind it.

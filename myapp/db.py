@@ -1,6 +1,10 @@
 """The database session's whole life, in one module.
 
-* One engine per process, built from the config by :func:`init_app`.
+* One engine per process, built from the config by :func:`init_app`, and
+  one more per replica of ``DATABASE_REPLICA_URL``: which one a statement
+  uses is :class:`myapp.replicas.RoutingSession`'s decision, made once per
+  request (GET/HEAD reads may go to a replica; everything else, and every
+  CLI command, to the primary).
 * ``Session`` is a module-level ``scoped_session``: a registry made once per
   process that hands each thread its own ``orm.Session``. A view calls
   ``db.Session()`` and gets the session of the thread serving its request;
@@ -9,7 +13,8 @@
   and every CLI command — and calls ``Session.remove()``: the thread's
   session is closed (its connection goes back to the pool; reads ran in
   autocommit, myapp/sessions.py, so there is nothing to roll back) and
-  discarded, so the next request on that thread starts clean. It never commits: writes commit inside the service that made them.
+  discarded, so the next request on that thread starts clean. It never
+  commits: writes commit inside the service that made them.
 * :func:`dispose_inherited_pool` runs in every freshly forked gunicorn worker,
   so no worker ever talks over a socket it inherited from the master.
 """
@@ -25,19 +30,25 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import NullPool
 
-
-from myapp import idle_ping, sessions
+from myapp import idle_ping, replicas, sessions
 from myapp.observability import database as observed_database
+
+
+class AppSession(sessions.AutocommitReads, replicas.RoutingSession):
+    """The ``orm.Session`` class of :data:`Session`, two decisions per statement:
+
+    * *which database* — ``RoutingSession``: a GET/HEAD request's plain reads
+      go to its replica, everything else to the primary (myapp/replicas.py);
+    * *how* — ``AutocommitReads``: statements outside ``with
+      session.begin():`` run in autocommit, with no BEGIN or ROLLBACK round
+      trip (myapp/sessions.py says why that is safe).
+    """
+
 
 # expire_on_commit=False: objects a service returns stay readable after its
 # transaction commits, without a surprise SELECT (or a DetachedInstanceError
 # once the session is removed).
-#
-# class_: reads outside `with session.begin():` run in autocommit, with no
-# BEGIN or ROLLBACK round trip (myapp/sessions.py says why that is safe).
-Session = orm.scoped_session(
-    orm.sessionmaker(class_=sessions.AutocommitReads, expire_on_commit=False)
-)
+Session = orm.scoped_session(orm.sessionmaker(class_=AppSession, expire_on_commit=False))
 
 _engine: Engine | None = None
 
@@ -53,10 +64,31 @@ def init_app(app: Flask) -> None:
         _engine.dispose()
     _engine = build_engine(app.config)
     Session.configure(bind=_engine)
+    replicas.configure(build_replicas(app.config))
+    replicas.init_app(app, Session)
     app.teardown_appcontext(remove_session)
 
 
-def build_engine(config, *, instrumented: bool = True) -> Engine:
+def build_replicas(config) -> replicas.ReplicaSet | None:
+    """One engine per ``DATABASE_REPLICA_URL`` entry, pooled like the primary's.
+
+    Their pools' metrics are ``pool="replica"`` (then ``replica2``, ...).
+    """
+    urls = config.get("DATABASE_REPLICA_URLS") or []
+    if not urls:
+        return None
+    found = []
+    for number, url in enumerate(urls, start=1):
+        pool_name = "replica" if number == 1 else f"replica{number}"
+        engine = build_engine(config, url=url, name=pool_name)
+        # Log lines name it by address, as an operator knows it.
+        address = f"{engine.url.host}:{engine.url.port or 5432}/{engine.url.database}"
+        found.append(replicas.Replica(engine, address, config["DB_REPLICA_MAX_LAG_S"]))
+    return replicas.ReplicaSet(found)
+
+
+def build_engine(config, *, instrumented: bool = True, url: str | None = None,
+                 name: str = "primary") -> Engine:
     """An engine whose pool matches the worker's threads.
 
     ``max_overflow=0``: the pool *is* the limit. With one connection per
@@ -73,6 +105,7 @@ def build_engine(config, *, instrumented: bool = True) -> Engine:
 
     ``instrumented``: pool and SQL metrics (see myapp.observability.database);
     only the benchmark turns them off, to measure what they cost.
+    ``url``/``name``: a replica's engine (default: ``DATABASE_URL``, "primary").
     """
     if config["DB_POOL_SIZE"] == 0:
         pool_options = {"poolclass": NullPool}
@@ -83,9 +116,9 @@ def build_engine(config, *, instrumented: bool = True) -> Engine:
             "pool_timeout": config["DB_POOL_TIMEOUT"],
         }
         if instrumented:
-            pool_options["poolclass"] = observed_database.pool_class("primary")
+            pool_options["poolclass"] = observed_database.pool_class(name)
     engine = create_engine(
-        config["DATABASE_URL"],
+        url or config["DATABASE_URL"],
         **pool_options,
         # Bound values stay out of error messages, so no value a visitor
         # typed (one day a password) reaches a log line with an exception.
@@ -105,7 +138,7 @@ def build_engine(config, *, instrumented: bool = True) -> Engine:
         # when it sat idle, not on every checkout (myapp/idle_ping.py).
         idle_ping.install(engine, config["DB_PING_AFTER_IDLE_MS"] / 1000)
     if instrumented:
-        observed_database.instrument(engine, "primary")
+        observed_database.instrument(engine, name)
     return engine
 
 
@@ -160,12 +193,15 @@ def dispose_inherited_pool() -> None:
     Session.registry.clear()
     if _engine is not None:
         _engine.dispose(close=False)
+    if replicas.replica_set() is not None:
+        replicas.replica_set().dispose(close=False)
 
 
 def ping(session: orm.Session) -> bool:
     """True if the database answers a trivial query through ``session``."""
     try:
-        session.execute(text("SELECT 1"))
+        # The primary's health, also in a GET whose reads go to a replica.
+        session.execute(text("SELECT 1").execution_options(**replicas.PRIMARY_ONLY))
     except (DBAPIError, PoolTimeoutError):
         return False
     return True

@@ -7,12 +7,13 @@ Every error a visitor can meet is one of the site's own pages; internals
 
 from __future__ import annotations
 
-from flask import Flask, Response, current_app, render_template, request
+from flask import Flask, Response, current_app, make_response, render_template, request
 from psycopg2.errorcodes import UNDEFINED_TABLE
 from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, NotFound, ServiceUnavailable
 
+from myapp import db, replicas
 from myapp.users import UserNotFound
 
 from myapp.observability import metrics
@@ -74,8 +75,29 @@ def user_not_found(error: UserNotFound):
 
 
 def database_unavailable(error: Exception):
+    if replicas.read_failed_on_replica(db.Session(), error):
+        return read_again_from_primary(error)
     metrics.record_database_unavailable(unavailable_cause(error))
     return render_http_error(ServiceUnavailable(DATABASE_UNAVAILABLE))
+
+
+def read_again_from_primary(error: Exception):
+    """A GET whose read failed on its replica (stopped, cut off) runs its view
+    once more, reading from the primary: a replica going away mid-request
+    costs the visitor nothing. The replica is bypassed from now on, until a
+    probe finds it healthy (myapp.replicas)."""
+    current_app.logger.warning("a read failed on the replica, read again from the primary: %s",
+                               replicas.first_line(error))
+    db.remove_session()
+    metrics.record_replica_fallback("unavailable")
+    view = current_app.view_functions[request.endpoint]
+    try:
+        answer = current_app.ensure_sync(view)(**(request.view_args or {}))
+    except Exception as again:  # noqa: BLE001 (answered as any view's error would be)
+        # The usual handlers: a 404, or this 503 (the session no longer
+        # reads from a replica, so no second retry).
+        return current_app.handle_user_exception(again)
+    return make_response(answer)
 
 
 def database_without_tables(error: ProgrammingError):

@@ -10,7 +10,7 @@ import re
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from myapp import db, importing, listing, users
+from myapp import db, importing, listing, replicas, users
 from myapp.auth.access import public, role_required
 from myapp.config import MAX_UPLOAD_BYTES, MAX_UPLOAD_TEXT
 from myapp.forms import EditUserForm, ImportForm, UserForm
@@ -164,6 +164,10 @@ def import_users():
 @bp.get("/healthz")
 @public
 def healthz():
+    """The primary's health decides the status; a replica's state is only
+    reported (a replica down or lagging is bypassed, pages still work)."""
+    replica = replicas.health()
+    extra = {} if replica is None else {"replica": replica}
     if db.ping(db.Session()):
-        return {"status": "ok", "database": "ok"}
-    return {"status": "error", "database": "unavailable"}, 503
+        return {"status": "ok", "database": "ok", **extra}
+    return {"status": "error", "database": "unavailable", **extra}, 503

@@ -110,3 +110,34 @@ def test_slow_request_ms_must_be_a_whole_number(tmp_path, monkeypatch, value):
     monkeypatch.setenv("SLOW_REQUEST_MS", value)
     with pytest.raises(config.ConfigError, match="SLOW_REQUEST_MS"):
         config.from_environment(tmp_path)
+
+
+def test_replica_urls_are_a_comma_separated_list(tmp_path, monkeypatch):
+    monkeypatch.setenv("SECRET_KEY", "x")
+    monkeypatch.delenv("DATABASE_REPLICA_URL", raising=False)
+    settings = config.from_environment(tmp_path)
+    assert settings["DATABASE_REPLICA_URLS"] == []
+    assert settings["DB_REPLICA_MAX_LAG_S"] == 10
+    monkeypatch.setenv("DATABASE_REPLICA_URL",
+                       " postgresql+psycopg2://a@h1/db , postgresql+psycopg2://a@h2/db,")
+    monkeypatch.setenv("DB_REPLICA_MAX_LAG_S", "3")
+    settings = config.from_environment(tmp_path)
+    assert settings["DATABASE_REPLICA_URLS"] == ["postgresql+psycopg2://a@h1/db",
+                                                 "postgresql+psycopg2://a@h2/db"]
+    assert settings["DB_REPLICA_MAX_LAG_S"] == 3
+
+
+@pytest.mark.parametrize("value", ["not a url", "mysql://root:secret-pw@h/db"])
+def test_a_bad_replica_url_is_refused_without_echoing_it(tmp_path, monkeypatch, value):
+    monkeypatch.setenv("SECRET_KEY", "x")
+    monkeypatch.setenv("DATABASE_REPLICA_URL", value)
+    with pytest.raises(config.ConfigError, match="DATABASE_REPLICA_URL") as refused:
+        config.from_environment(tmp_path)
+    assert "secret-pw" not in str(refused.value)
+
+
+def test_replica_max_lag_must_be_a_whole_number(tmp_path, monkeypatch):
+    monkeypatch.setenv("SECRET_KEY", "x")
+    monkeypatch.setenv("DB_REPLICA_MAX_LAG_S", "soon")
+    with pytest.raises(config.ConfigError, match="DB_REPLICA_MAX_LAG_S"):
+        config.from_environment(tmp_path)

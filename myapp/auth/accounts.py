@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from myapp.auth import passwords
 from myapp.models import ACCOUNT_EMAIL_UNIQUE_INDEX, Account, Role
+from myapp.replicas import PRIMARY_ONLY
 from myapp.validation import InvalidField, clean_email
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,13 @@ _SNAPSHOT_COLUMNS = (Account.id, Account.email, Account.role, Account.session_ve
 
 # Built once: the sign-in check runs on every request, and building the
 # statement cost more than SQLAlchemy's cached compilation of it.
-_SIGNED_IN_ACCOUNT = select(*_SNAPSHOT_COLUMNS).where(Account.id == bindparam("account_id"))
+_SIGNED_IN_ACCOUNT = (
+    select(*_SNAPSHOT_COLUMNS)
+    .where(Account.id == bindparam("account_id"))
+    # From the primary even in a GET whose pages read a replica: a replica
+    # behind the primary would still accept a revoked cookie.
+    .execution_options(**PRIMARY_ONLY)
+)
 
 
 def _snapshot(row) -> AccountSnapshot:
@@ -135,8 +142,9 @@ def signed_in_account(session: orm.Session, account_id: int, session_version: in
                       ) -> AccountSnapshot | None:
     """The account a session cookie names, if that cookie is still good.
 
-    One read by primary key. None when the account is gone or disabled, or
-    its ``session_version`` has moved on since the cookie was issued.
+    One read by primary key, always on the primary. None when the account
+    is gone or disabled, or its ``session_version`` has moved on since the
+    cookie was issued.
     """
     row = session.execute(_SIGNED_IN_ACCOUNT, {"account_id": account_id}).one_or_none()
     if row is None or row.disabled or row.session_version != session_version:

@@ -142,6 +142,11 @@ REPLICA_FALLBACKS = Counter(
     "Reads sent to the primary although a replica is configured, by reason.",
     ["reason"],
 )
+REPLICA_PROBES = Counter(
+    "myapp_db_replica_probes_total",
+    "Queries of a replica's replay position and lag by the router (per worker: once a second,"
+    " more often only while a client waits for its own write to be replayed).",
+)
 REPLICA_LAG = Gauge(
     "myapp_db_replica_lag_seconds",
     "Replication lag the replica router last observed (highest over the live workers).",
@@ -187,6 +192,11 @@ def record_read(target: str) -> None:
 def record_replica_fallback(reason: str) -> None:
     """Count one read sent to the primary instead of the replica, and why."""
     REPLICA_FALLBACKS.labels(reason=_checked(reason, REPLICA_FALLBACK_REASONS, "reason")).inc()
+
+
+def record_replica_probe() -> None:
+    """The router asked a replica for its replay position once."""
+    REPLICA_PROBES.inc()
 
 
 def set_replica_lag(seconds: float) -> None:

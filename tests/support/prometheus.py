@@ -88,6 +88,21 @@ class PrometheusAPI:
         return result
 
 
+def rule_with_for(rules_text: str, alert: str, duration: str) -> str:
+    """``rules_text`` with the ``for:`` of ``alert`` set to ``duration``,
+    every other line (its expression and threshold) as it is."""
+    lines = rules_text.splitlines(keepends=True)
+    start = next(n for n, line in enumerate(lines) if line.strip() == f"- alert: {alert}")
+    for n in range(start + 1, len(lines)):
+        if lines[n].strip().startswith("- alert:"):
+            break
+        if lines[n].strip().startswith("for:"):
+            indent = lines[n][: len(lines[n]) - len(lines[n].lstrip())]
+            lines[n] = f"{indent}for: {duration}\n"
+            return "".join(lines)
+    raise ValueError(f"alert {alert} has no for: clause")
+
+
 class PrometheusServer(PrometheusAPI):
     """A real Prometheus on a free port with its own temporary storage.
 
@@ -95,14 +110,22 @@ class PrometheusServer(PrometheusAPI):
     with the alert rules of deploy/prometheus/. Always stopped on exit.
     """
 
-    def __init__(self, targets: list[str], ready_timeout: float = 30.0):
+    def __init__(self, targets: list[str], ready_timeout: float = 30.0,
+                 rule_texts: dict[str, str] | None = None):
+        """``rule_texts``: rule files by name, written for this server, in
+        place of deploy/prometheus/'s own."""
         self.port = free_port()
         super().__init__(f"http://127.0.0.1:{self.port}")
         self.dir = Path(tempfile.mkdtemp(prefix="prometheus-test-"))
         self.ready_timeout = ready_timeout
+        rule_files = sorted(RULES_DIR.glob("*.rules.yml"))
+        if rule_texts is not None:
+            rule_files = [self.dir / name for name in rule_texts]
+            for path, text in zip(rule_files, rule_texts.values()):
+                path.write_text(text)
         config = {  # JSON is YAML: no YAML writer needed
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(path) for path in sorted(RULES_DIR.glob("*.rules.yml"))],
+            "rule_files": [str(path) for path in rule_files],
             "scrape_configs": [{"job_name": "myapp", "static_configs": [{"targets": targets}]}],
         }
         self.config_file = self.dir / "prometheus.yml"
