@@ -9,6 +9,9 @@ invalidates a connection whose statement fails with a disconnect, and with
 it every connection of the pool older than the failure. So the ping is only
 worth its round trip after the connection sat idle: :func:`install` sends
 it when more than ``after_idle_s`` passed since the connection came back.
+The price: a backend killed within that moment (``pg_terminate_backend``, a
+pooler restarted under load) fails the one request that next uses it, per
+worker, where a ping at every checkout would have replaced it unnoticed.
 
 It is SQLAlchemy's documented "pessimistic" pattern on the pool's
 ``checkout`` event: a dead connection raises ``DisconnectionError``, and the

@@ -49,6 +49,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import SessionTransactionOrigin
 
+from myapp import sessions
 from myapp.observability import metrics
 
 log = logging.getLogger(__name__)
@@ -352,29 +353,23 @@ def wal_position(primary: Engine) -> str:
 
 
 def one_row(engine: Engine, sql: str) -> tuple:
-    """One row of ``sql`` in one round trip (plus the pool's pre-ping).
-
-    In autocommit, set on the psycopg2 connection itself as SQLAlchemy's own
-    pre-ping does: a plain transaction would add a BEGIN and a ROLLBACK, and
-    SQLAlchemy's ``isolation_level="AUTOCOMMIT"`` a ``SET
-    default_transaction_isolation`` at every later checkout of the connection.
-    """
-    with engine.connect() as conn:
-        dbapi_connection = conn.connection.dbapi_connection
-        dbapi_connection.autocommit = True
-        try:
-            with dbapi_connection.cursor() as cursor:
-                cursor.execute(sql)
-                return cursor.fetchone()
-        finally:
-            dbapi_connection.autocommit = False
+    """One row of ``sql`` in one round trip, on a connection in autocommit
+    (myapp/sessions.py): a transaction would add a BEGIN and a ROLLBACK.
+    Errors arrive as SQLAlchemy's, with a dead connection already
+    invalidated and replaced in the pool."""
+    with sessions.autocommit_twin(engine).connect() as connection:
+        return tuple(connection.exec_driver_sql(sql).one())
 
 
 def read_failed_on_replica(session: orm.Session, error: Exception) -> bool:
     """After a database error in a request: was it this request's replica?
 
-    If so the replica is marked unavailable and the session forgets it, so
-    the caller can retry the read on the primary (myapp.errors).
+    If so the session forgets the replica, so the caller can retry the read
+    on the primary (myapp.errors), and the replica is probed again at once:
+    a connection that died in the pool (the replica or a pooler restarted;
+    SQLAlchemy has just invalidated the pool's others) must not keep a
+    healthy replica out of use, while a replica that is down fails the
+    probe and is bypassed from now on.
     """
     if _replicas is None or not getattr(error, FROM_REPLICA, False):
         return False
@@ -383,7 +378,7 @@ def read_failed_on_replica(session: orm.Session, error: Exception) -> bool:
         return False
     replica = _replicas.for_engine(engine)
     if replica is not None:
-        replica.mark_unavailable("a read failed on it")
+        replica.observe(max_age=0)
     return True
 
 

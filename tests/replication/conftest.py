@@ -49,6 +49,12 @@ def app_server(replication: Replication, **env: str) -> GunicornServer:
         "DATABASE_REPLICA_URL": ",".join(replication.replica_urls),
         # A stopped replica is noticed at once; the tests never wait long.
         "DB_CONNECT_TIMEOUT": "2",
+        # Reading the servers' transaction counters terminates the app's
+        # connections (Replication.settled_transactions): pinging at every
+        # checkout keeps that instrument from failing the next request on a
+        # connection it killed a moment ago (myapp/idle_ping.py), and makes
+        # each page's count one ping more, exactly.
+        "DB_PING_AFTER_IDLE_MS": "0",
         **env,
     })
 
