@@ -91,7 +91,7 @@ def test_sigkill_of_an_instance_costs_at_most_the_writes_it_held(cluster, primar
     # nginx passed every read the dead instance held on to the other one;
     # only writes it had already sent there can fail (502), never be sent twice.
     assert all(r.kind in WRITES and r.status == 502 for r in failed), [
-        (r.kind, r.status) for r in failed]
+        (r.kind, r.status, r.error) for r in failed]
     threads_of_an_instance = 2 * 4
     assert len(failed) <= threads_of_an_instance
     assert all(r.own_error_page for r in load.results)
