@@ -84,8 +84,8 @@ def database_unavailable(error: Exception):
 def read_again_from_primary(error: Exception):
     """A GET whose read failed on its replica (stopped, cut off) runs its view
     once more, reading from the primary: a replica going away mid-request
-    costs the visitor nothing. The replica is bypassed from now on, until a
-    probe finds it healthy (myapp.replicas)."""
+    costs the visitor nothing. The replica is probed at once, and bypassed
+    if down until a later probe finds it healthy (myapp.replicas)."""
     current_app.logger.warning("a read failed on the replica, read again from the primary: %s",
                                replicas.first_line(error))
     db.remove_session()

@@ -135,7 +135,7 @@ class Replica:
         return self.state
 
     def mark_unavailable(self, reason: str) -> None:
-        """A read on it failed: bypass it until the next probe finds it healthy."""
+        """Its probe failed: bypass it until a later probe finds it healthy."""
         self._checked_at = time.monotonic()
         self._set_state(State.UNAVAILABLE, reason)
 
