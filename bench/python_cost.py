@@ -23,13 +23,12 @@ import statistics
 import time
 from datetime import datetime, timezone
 
-from flask.sessions import SecureCookieSessionInterface
 from markupsafe import Markup, escape
 from sqlalchemy import bindparam, insert, select
 
 from bench import signin
 from bench.suite import ROOT, database_url, drop_database, fresh_database, machine_info, seed
-from myapp import create_app, db, listing, session_cookies, templating, users
+from myapp import create_app, db, listing, templating, users
 from myapp.auth import accounts
 from myapp.auth.login import login_manager
 from myapp.models import USER_SEARCH_TEXT, Account, AuditEvent, User
@@ -134,12 +133,6 @@ def timestamp_unescaped(on: bool) -> None:
                                                       else timestamp_escaped)
 
 
-def session_serializer_built_once(on: bool) -> None:
-    if "app" in _APP:
-        _APP["app"].session_interface = (session_cookies.SessionCookies() if on
-                                         else SecureCookieSessionInterface())
-
-
 SWITCHES = {
     "no session-protection hash": session_protection,
     "sign-in statement built once": statement_built_once,
@@ -148,7 +141,6 @@ SWITCHES = {
     "reads as Core statements built once": core_reads,
     "audit INSERT built once": audit_insert_built_once,
     "timestamp without escape()": timestamp_unescaped,
-    "session cookie serializer built once": session_serializer_built_once,
 }
 
 

@@ -20,7 +20,6 @@ from myapp import (
     observability,
     proxy,
     routing,
-    session_cookies,
     static_files,
     templating,
     views,
@@ -67,7 +66,6 @@ def register_request_guards(app: Flask) -> None:
 
 def register_extensions(app: Flask) -> None:
     db.init_app(app)  # the engine, the session registry, its teardown remove()
-    session_cookies.init_app(app)  # Flask's signed cookie, its signer built once
     csrf.init_app(app)
 
 
