@@ -157,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--requests", type=int, default=100, help="per round, switch and state")
     parser.add_argument("--only", action="append", choices=list(SWITCHES),
-                        help="measure only this change (repeatable); 'all of them' still "
-                             "switches every change")
+                        help="measure only this change (repeatable); the last row, 'all of "
+                             "these', switches the chosen ones together")
     args = parser.parse_args(argv)
 
     started = datetime.now(timezone.utc)
