@@ -23,14 +23,17 @@ import statistics
 import time
 from datetime import datetime, timezone
 
-from sqlalchemy import select
+from markupsafe import Markup, escape
+from sqlalchemy import bindparam, insert, select
 
 from bench import signin
 from bench.suite import ROOT, database_url, drop_database, fresh_database, machine_info, seed
-from myapp import create_app, db, users
+from myapp import create_app, db, listing, templating, users
 from myapp.auth import accounts
 from myapp.auth.login import login_manager
-from myapp.models import Account, AuditEvent
+from myapp.models import USER_SEARCH_TEXT, Account, AuditEvent, User
+from myapp.replicas import PRIMARY_ONLY
+from myapp.users import UserSnapshot
 
 USERS = 1_000
 
@@ -53,7 +56,51 @@ def audit_as_orm_object(session, user, action, actor_id, detail=None):
     session.add(AuditEvent(user_id=user.id, action=action, detail=detail, actor_id=actor_id))
 
 
-_NEW = {"signed_in_account": accounts.signed_in_account, "_audit": users._audit}
+def list_users_orm_built_per_request(session, *, search=None, after=None,
+                                     limit=listing.PAGE_SIZE):
+    stmt = (
+        select(User.id, User.name, User.email, User.version, User.created_at)
+        .order_by(User.id.desc())
+        .limit(limit + 1)
+    )
+    if after is not None:
+        stmt = stmt.where(User.id < after)
+    if search:
+        pattern = listing._like_pattern(search)
+        stmt = stmt.where(USER_SEARCH_TEXT.ilike(pattern, escape="\\"))
+    rows = [UserSnapshot._make(row) for row in session.execute(stmt)]
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    return listing.UserPage(users=rows, next_after=rows[-1].id if has_more else None)
+
+
+SIGNED_IN_ACCOUNT_ORM = (
+    select(*accounts._SNAPSHOT_COLUMNS)
+    .where(Account.id == bindparam("account_id"))
+    .execution_options(**PRIMARY_ONLY)
+)
+
+
+def audit_built_per_write(session, user, action, actor_id, detail=None):
+    if detail is None:
+        detail = {"name": user.name, "email": user.email}
+    session.execute(insert(AuditEvent.__table__).values(
+        user_id=user.id, action=action, detail=detail, actor_id=actor_id))
+
+
+def timestamp_escaped(moment):
+    utc = moment.astimezone(timezone.utc)
+    exact = escape(utc.isoformat())
+    readable = escape(
+        f"{utc.day} {templating.MONTHS[utc.month - 1]} {utc.year}, {utc.hour:02}:{utc.minute:02} UTC"
+    )
+    return Markup(f'<time datetime="{exact}" title="{exact}">{readable}</time>')  # nosec B704
+
+
+_NEW = {"signed_in_account": accounts.signed_in_account, "_audit": users._audit,
+        "_SIGNED_IN_ACCOUNT": accounts._SIGNED_IN_ACCOUNT, "list_users": listing.list_users}
+# The app being measured (its Jinja environment holds the filters).
+_APP = {}
 
 
 def session_protection(on: bool) -> None:
@@ -69,15 +116,38 @@ def audit_as_insert(on: bool) -> None:
     users._audit = _NEW["_audit"] if on else audit_as_orm_object
 
 
+def core_reads(on: bool) -> None:
+    accounts._SIGNED_IN_ACCOUNT = (_NEW["_SIGNED_IN_ACCOUNT"] if on
+                                   else SIGNED_IN_ACCOUNT_ORM)
+    listing.list_users = _NEW["list_users"] if on else list_users_orm_built_per_request
+
+
+def audit_insert_built_once(on: bool) -> None:
+    # "Before" is the plain INSERT of the switch above, built per write.
+    users._audit = _NEW["_audit"] if on else audit_built_per_write
+
+
+def timestamp_unescaped(on: bool) -> None:
+    if "app" in _APP:
+        _APP["app"].jinja_env.filters["timestamp"] = (templating.timestamp if on
+                                                      else timestamp_escaped)
+
+
 SWITCHES = {
     "no session-protection hash": session_protection,
     "sign-in statement built once": statement_built_once,
     "audit row as a plain INSERT": audit_as_insert,
+    # Issue 17, second round (issue-17c):
+    "reads as Core statements built once": core_reads,
+    "audit INSERT built once": audit_insert_built_once,
+    "timestamp without escape()": timestamp_unescaped,
 }
 
 
-def all_changes(on: bool) -> None:
-    for switch in SWITCHES.values():
+def all_changes(on: bool, switches=None) -> None:
+    # Newest first, so that where two changes replaced the same code (the
+    # audit row), the older "before" is the one left in place.
+    for switch in reversed(list((switches or SWITCHES).values())):
         switch(on)
 
 
@@ -86,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--requests", type=int, default=100, help="per round, switch and state")
+    parser.add_argument("--only", action="append", choices=list(SWITCHES),
+                        help="measure only this change (repeatable); the last row, 'all of "
+                             "these', switches the chosen ones together")
     args = parser.parse_args(argv)
 
     started = datetime.now(timezone.utc)
@@ -113,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def measure(url: str, args) -> dict:
-    app = create_app({"DATABASE_URL": url, "SECRET_KEY": "bench-python-cost"})
+    app = _APP["app"] = create_app({"DATABASE_URL": url, "SECRET_KEY": "bench-python-cost"})
     client = app.test_client()
     login = client.get("/login").get_data(as_text=True)
     response = client.post("/login", data={"csrf_token": signin.csrf_token(login),
@@ -136,7 +209,11 @@ def measure(url: str, args) -> dict:
         client.set_cookie("session", signed_in)
 
     pages = {"signed-in list page": list_page, "create": create}
-    switches = {**SWITCHES, "all of them": all_changes}
+    chosen = {name: switch for name, switch in SWITCHES.items()
+              if not args.only or name in args.only}
+    switches = {**chosen,
+                "all of them" if not args.only else "all of these":
+                    lambda on: all_changes(on, chosen)}
 
     def cpu_ms(request) -> float:
         gc.collect()  # not a collection left over from the other half

@@ -78,6 +78,11 @@ def is_email_conflict(err: IntegrityError) -> bool:
     return getattr(diag, "constraint_name", None) == EMAIL_UNIQUE_INDEX
 
 
+# Built once, its values bound at execution: no statement to build, and no
+# cache key to compute, per write.
+_AUDIT_INSERT = insert(AuditEvent.__table__)
+
+
 def _audit(session: orm.Session, user: User, action: str, actor_id: int | None,
            detail: dict | None = None) -> None:
     """Write the audit row of ``action`` by ``actor_id`` in the open
@@ -91,8 +96,8 @@ def _audit(session: orm.Session, user: User, action: str, actor_id: int | None,
     """
     if detail is None:
         detail = {"name": user.name, "email": user.email}
-    session.execute(insert(AuditEvent.__table__).values(
-        user_id=user.id, action=action, detail=detail, actor_id=actor_id))
+    session.execute(_AUDIT_INSERT, {"user_id": user.id, "action": action,
+                                    "detail": detail, "actor_id": actor_id})
 
 
 def create_user(session: orm.Session, fields: UserFields, *,

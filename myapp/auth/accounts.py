@@ -71,10 +71,16 @@ _SNAPSHOT_COLUMNS = (Account.id, Account.email, Account.role, Account.session_ve
 
 
 # Built once: the sign-in check runs on every request, and building the
-# statement cost more than SQLAlchemy's cached compilation of it.
+# statement cost more than SQLAlchemy's cached compilation of it. Over the
+# table's columns, not the mapped attributes: the same SQL and the same rows,
+# but a Core statement, which the session runs without the ORM's result
+# loading — per-request work that bought nothing for six plain values
+# (docs/performance.md). get_bind routes it like any other read.
+_ACCOUNTS = Account.__table__
 _SIGNED_IN_ACCOUNT = (
-    select(*_SNAPSHOT_COLUMNS)
-    .where(Account.id == bindparam("account_id"))
+    select(_ACCOUNTS.c.id, _ACCOUNTS.c.email, _ACCOUNTS.c.role, _ACCOUNTS.c.session_version,
+           _ACCOUNTS.c.disabled, _ACCOUNTS.c.created_at)
+    .where(_ACCOUNTS.c.id == bindparam("account_id"))
     # From the primary even in a GET whose pages read a replica: a replica
     # behind the primary would still accept a revoked cookie.
     .execution_options(**PRIMARY_ONLY)
