@@ -8,7 +8,7 @@ import socket
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # What each kind of attacker sends, then it sends nothing more and holds the
 # connection open. gunicorn has no time limit on reading a request's headers
@@ -49,13 +49,16 @@ class Visits:
 
     count: int
     answered: list[float]  # seconds, for each visitor that got a 200
+    # What each other visitor got instead: a status, or why there was none.
+    failures: list[str] = field(default_factory=list)
 
     @property
     def summary(self) -> str:
+        failed = f" (others: {', '.join(self.failures)})" if self.failures else ""
         if not self.answered:
-            return f"0/{self.count}"
+            return f"0/{self.count}{failed}"
         return (f"{len(self.answered)}/{self.count}, median "
-                f"{statistics.median(self.answered) * 1000:.0f} ms")
+                f"{statistics.median(self.answered) * 1000:.0f} ms{failed}")
 
 
 def visit(port: int, count: int, timeout: float, path: str = "/users",
@@ -63,19 +66,20 @@ def visit(port: int, count: int, timeout: float, path: str = "/users",
     """``count`` concurrent ``GET path``, each given up after ``timeout`` seconds
     (sending ``cookie``, e.g. a signed-in session's, when given)."""
 
-    def one(_) -> float | None:
+    def one(_) -> float | str:
         started = time.monotonic()
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
         try:
             conn.request("GET", path, headers={"Cookie": cookie} if cookie else {})
             response = conn.getresponse()
             response.read()
-            return time.monotonic() - started if response.status == 200 else None
-        except OSError:  # timed out (or refused): not answered
-            return None
+            return time.monotonic() - started if response.status == 200 else str(response.status)
+        except OSError as err:  # timed out (or refused): not answered
+            return type(err).__name__
         finally:
             conn.close()
 
     with ThreadPoolExecutor(count) as pool:
         results = list(pool.map(one, range(count)))
-    return Visits(count, [seconds for seconds in results if seconds is not None])
+    return Visits(count, [r for r in results if isinstance(r, float)],
+                  [r for r in results if isinstance(r, str)])
