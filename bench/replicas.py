@@ -72,7 +72,8 @@ def routing_counts(base: str) -> dict[str, float]:
 def decision_cost(replica_url: str, calls: int = 20_000) -> dict:
     """The routing decision in-process, against the real replica: µs per
     call with the probe cache warm, and one probe's round trip."""
-    engine = db.build_engine({"DB_POOL_SIZE": 1, "DB_POOL_TIMEOUT": 5, "DB_CONNECT_TIMEOUT": 3},
+    engine = db.build_engine({"DB_POOL_SIZE": 1, "DB_POOL_TIMEOUT": 5, "DB_CONNECT_TIMEOUT": 3,
+                              "DB_PING_AFTER_IDLE_MS": 1000},
                              url=replica_url, name="replica", instrumented=False)
     try:
         replica = replicas.Replica(engine, "bench", max_lag_s=10)

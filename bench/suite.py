@@ -205,9 +205,12 @@ def follow_next_links(base: str, pages: int, cookie: str) -> tuple[str, int]:
     return path, followed
 
 
-def csrf_session(base: str, cookie: str) -> tuple[str, str]:
+def csrf_session(base: str, cookie: str | None = None) -> tuple[str, str]:
     """A CSRF token from the new-user form, and the signed-in session cookie
-    it belongs to (the form page adds the token's secret to the session)."""
+    it belongs to (the form page adds the token's secret to the session);
+    signed in as the editor first when no ``cookie`` is given."""
+    if cookie is None:
+        cookie = signin.signed_in_cookie(base)
     page, cookie = signin.get(base, "/users/new", cookie)
     return signin.csrf_token(page), cookie
 
