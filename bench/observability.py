@@ -5,7 +5,9 @@ by side in one run: *on* — the app as deployed with ``LOG_FORMAT=json``
 (metrics, request ids, SQL accounting, one JSON object per log line) — and
 *off* — ``bench/unobserved_app.py`` with ``LOG_FORMAT=text`` (none of it;
 gunicorn's plain access line). Measures the first page of ``/users`` and the
-create in interleaved rounds, as ``bench/suite.py`` does, and reports for
+create, every request signed in as the benchmark's editor (bench/signin.py;
+each server's list page is checked to be the signed-in page, not the
+redirect to /login), in interleaved rounds, as ``bench/suite.py`` does, and reports for
 each scenario the median throughput and the median CPU time the workers
 spent per request (read from /proc before and after each run: on a shared,
 busy machine throughput swings with the neighbours' load, CPU per request
@@ -26,7 +28,7 @@ import sys
 from contextlib import ExitStack
 from datetime import datetime, timezone
 
-from bench import observability_cpu
+from bench import observability_cpu, signin
 from bench.suite import (
     ROOT, THREADS, WORKERS, csrf_session, database_url, drop_database, fresh_database,
     machine_info, rps_recorder, save_results, seed, wrk,
@@ -99,19 +101,32 @@ def measure(servers: dict[str, GunicornServer], args, runs) -> None:
         record_rps(key, result)
         runs.setdefault(f"{key} / cpu", []).append(round(cpu_ms, 4))
 
-    for server in servers.values():  # warm-up: templates compiled, pools filled
-        wrk(server.url + "/users", 1)
+    cookies = {name: signin.signed_in_cookie(server.url) for name, server in servers.items()}
+    for name, server in servers.items():
+        check_signed_in(name, server.url, cookies[name])
+    for name, server in servers.items():  # warm-up: templates compiled, pools filled
+        wrk(server.url + "/users", 1, {"BENCH_COOKIE": cookies[name]})
     for round_no in range(1, args.rounds + 1):
         print(f"round {round_no}/{args.rounds}", flush=True)
         # Alternate which server goes first, so neither always follows the other.
         order = list(servers.items())[:: 1 if round_no % 2 else -1]
         for name, server in order:
-            record(f"first page / {name}", server, server.url + "/users")
+            record(f"first page / {name}", server, server.url + "/users",
+                   {"BENCH_COOKIE": cookies[name]})
         for name, server in order:
-            token, cookie = csrf_session(server.url)
+            token, cookie = csrf_session(server.url, cookies[name])
             record(f"create / {name}", server, server.url + "/users", {
                 "BENCH_CREATE": "1", "BENCH_CSRF": token, "BENCH_COOKIE": cookie,
                 "BENCH_RUN": secrets.token_hex(4)})
+
+
+def check_signed_in(name: str, base: str, cookie: str) -> None:
+    """What wrk is sent must fetch the signed-in list page, and the page must
+    not hand that browser a new cookie (which wrk would never store)."""
+    status, page, cookie_after = signin.request(base, "GET", "/users", cookie)
+    signin.check_list_page(f"{name} ({base})", status, page)
+    if cookie_after != cookie:
+        raise RuntimeError(f"{name}: /users sends a new session cookie to a signed-in browser")
 
 
 def summarise(runs: dict[str, list[float]], args, started: datetime) -> dict:

@@ -8,7 +8,10 @@ request served alternately, in blocks of ``--block`` requests, by the app
 *on* (the WSGI app as deployed, the instrumented engine, multiprocess
 metric files, the JSON access line) and *off* (the bare Flask app, an engine
 without instrumentation, gunicorn's plain text access line), each block
-timed in CPU seconds of this process. Neighbours' load then hits both
+timed in CPU seconds of this process. Every request is signed in as the
+benchmark's editor (bench/signin.py's account, signed in through the login
+form), and both variants' list page is checked to be the signed-in page
+before any is timed. Neighbours' load then hits both
 variants alike, block by block. What it leaves out is what both variants
 share: gunicorn's HTTP parsing and sockets, which only make the real
 relative cost smaller than measured here.
@@ -19,13 +22,14 @@ from __future__ import annotations
 import io
 import logging
 import os
-import re
 import statistics
 import tempfile
 import time
 from datetime import timedelta
 from types import SimpleNamespace
 from urllib.parse import urlencode
+
+from bench import signin
 
 
 def measure(url: str, rounds: int, block: int) -> dict:
@@ -52,12 +56,13 @@ def measure(url: str, rounds: int, block: int) -> dict:
                                log=_access_logger(Logger, Config, "text", None)),
     }
 
-    token, cookie = _form_session(app.wsgi_app, EnvironBuilder)
+    cookie = _signed_in_cookie(app.wsgi_app, EnvironBuilder)
+    token = signin.csrf_token(_call(app.wsgi_app, EnvironBuilder, "/users/new", cookie)[1])
     run = f"{os.getpid()}-{time.time_ns()}"
     counter = iter(range(10**9))
 
     def list_page():
-        return EnvironBuilder(path="/users").get_environ()
+        return EnvironBuilder(path="/users", headers={"Cookie": cookie}).get_environ()
 
     def create():
         n = next(counter)
@@ -67,6 +72,12 @@ def measure(url: str, rounds: int, block: int) -> dict:
                               content_type="application/x-www-form-urlencoded").get_environ()
 
     scenarios = {"first page": (list_page, 200), "create": (create, 303)}
+    for name, variant in variants.items():
+        db.Session.configure(bind=variant.engine)
+        status, page, cookie_after = _call(variant.wsgi, EnvironBuilder, "/users", cookie)
+        signin.check_list_page(f"in-process {name}", status, page)
+        if cookie_after != cookie:
+            raise RuntimeError(f"in-process {name}: /users sends a new session cookie")
     samples: dict[str, list[float]] = {}
     for round_no in range(rounds):
         order = list(variants.items())[:: 1 if round_no % 2 else -1]
@@ -112,6 +123,8 @@ def _serve(variant, environ: dict, expected: int) -> None:
     status, headers = status_holder[0]
     if int(status[:3]) != expected:
         raise RuntimeError(f"{environ['PATH_INFO']}: {status}")
+    if any(k.lower() == "location" and "/login" in v for k, v in headers):
+        raise RuntimeError(f"{environ['PATH_INFO']}: sent to sign in")
     response = SimpleNamespace(status=status, headers=headers, sent=len(body))
     request = SimpleNamespace(headers=[])
     environ.setdefault("RAW_URI", environ["PATH_INFO"])
@@ -121,13 +134,31 @@ def _serve(variant, environ: dict, expected: int) -> None:
     variant.log.stream.truncate()
 
 
-def _form_session(wsgi, environ_builder) -> tuple[str, str]:
+def _call(wsgi, environ_builder, path: str, cookie: str, method: str = "GET",
+          data: str | None = None) -> tuple[int, str, str]:
+    """(status, body, cookie to send next) of one request to ``wsgi``."""
     captured = []
-    body = b"".join(wsgi(environ_builder(path="/users/new").get_environ(),
-                         lambda status, headers, exc_info=None: captured.append(headers)))
-    token = re.search(rb'name="csrf_token"[^>]*value="([^"]+)"', body).group(1).decode()
-    cookie = next(v for k, v in captured[0] if k.lower() == "set-cookie").split(";", 1)[0]
-    return token, cookie
+    environ = environ_builder(
+        path=path, method=method, data=data, headers={"Cookie": cookie} if cookie else {},
+        content_type="application/x-www-form-urlencoded" if data else None).get_environ()
+    body = b"".join(wsgi(environ, lambda status, headers, exc_info=None:
+                         captured.append((status, headers))))
+    status, headers = captured[0]
+    set_cookie = next((v for k, v in headers if k.lower() == "set-cookie"), "")
+    return int(status[:3]), body.decode(), set_cookie.split(";", 1)[0] or cookie
+
+
+def _signed_in_cookie(wsgi, environ_builder) -> str:
+    """The session cookie after signing in through the login form and
+    loading /users, as bench/signin.py's ``signed_in_cookie`` does over HTTP
+    (the first page with a form adds the CSRF secret to the session)."""
+    _, page, cookie = _call(wsgi, environ_builder, "/login", "")
+    body = urlencode({"csrf_token": signin.csrf_token(page), "email": signin.EMAIL,
+                      "password": signin.PASSWORD})
+    status, _, cookie = _call(wsgi, environ_builder, "/login", cookie, "POST", body)
+    if status != 303:
+        raise RuntimeError(f"in-process sign-in answered {status}")
+    return _call(wsgi, environ_builder, "/users", cookie)[2]
 
 
 def summarise(samples: dict[str, list[float]]) -> dict:

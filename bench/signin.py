@@ -13,6 +13,10 @@ from harness.flask_cli import flask_command, flask_env
 
 EMAIL = "bench@example.com"
 PASSWORD = "the benchmark's own password"
+# The first page of /users as the signed-in editor sees it: the users table
+# with a page of rows (and the header row), the account named in the header.
+USERS_TABLE = '<table class="users">'
+PAGE_ROWS = 50
 CSRF_INPUT = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"|value="([^"]+)"[^>]*name="csrf_token"')
 
 
@@ -28,7 +32,7 @@ def create_account(url: str) -> None:
         raise RuntimeError(f"create-account failed: {done.stderr.strip()}")
 
 
-def _request(base: str, method: str, path: str, cookie: str = "", body: str | None = None):
+def request(base: str, method: str, path: str, cookie: str = "", body: str | None = None):
     parts = urlsplit(base)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
     headers = {"Cookie": cookie} if cookie else {}
@@ -61,9 +65,9 @@ def signed_in_cookie(base: str) -> str:
     mint a CSRF secret and re-sign the session cookie (measured: 9% of the
     list page's CPU), which no visitor's request does.
     """
-    status, page, cookie = _request(base, "GET", "/login")
+    status, page, cookie = request(base, "GET", "/login")
     body = urlencode({"csrf_token": csrf_token(page), "email": EMAIL, "password": PASSWORD})
-    status, _, cookie = _request(base, "POST", "/login", cookie, body)
+    status, _, cookie = request(base, "POST", "/login", cookie, body)
     if status != 303:
         raise RuntimeError(f"the benchmark could not sign in to {base}: {status}")
     return get(base, "/users", cookie)[1]
@@ -71,7 +75,17 @@ def signed_in_cookie(base: str) -> str:
 
 def get(base: str, path: str, cookie: str) -> tuple[str, str]:
     """(body, cookie to send next) of a signed-in GET that must answer 200."""
-    status, page, cookie = _request(base, "GET", path, cookie)
+    status, page, cookie = request(base, "GET", path, cookie)
     if status != 200:
         raise RuntimeError(f"GET {path} answered {status}")
     return page, cookie
+
+
+def check_list_page(what: str, status: int, page: str) -> None:
+    """Raise unless ``page`` is the signed-in first page of /users: a 200
+    with the users table of 50 rows, not the 303 to /login that wrk and a
+    status-only check would count as an answer."""
+    rows = page.count("<tr>") - 1  # less the header row
+    if status != 200 or USERS_TABLE not in page or EMAIL not in page or rows != PAGE_ROWS:
+        raise RuntimeError(f"{what}: /users is not the signed-in list page "
+                           f"(status {status}, {rows} rows)")
