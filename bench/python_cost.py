@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
-import json
 import statistics
 import time
 from datetime import datetime, timezone
@@ -27,7 +26,8 @@ from markupsafe import Markup, escape
 from sqlalchemy import bindparam, insert, select
 
 from bench import signin
-from bench.suite import ROOT, database_url, drop_database, fresh_database, machine_info, seed
+from bench.suite import (ROOT, database_url, drop_database, fresh_database, machine_info,
+                         save_results, seed)
 from myapp import create_app, db, listing, templating, users
 from myapp.auth import accounts
 from myapp.auth.login import login_manager
@@ -177,21 +177,13 @@ def main(argv: list[str] | None = None) -> int:
                "machine": machine_info(), "users": USERS, "rounds": args.rounds,
                "requests_per_round": args.requests, **results}
     out = ROOT / "bench" / "results" / f"{started:%Y-%m-%d}-python-cost"
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    table = markdown(results)
-    out.with_suffix(".md").write_text(table)
-    print(table)
-    print(f"json: {out.with_suffix('.json')}\nmarkdown: {out.with_suffix('.md')}")
+    save_results(out, results, markdown(results))
     return 0
 
 
 def measure(url: str, args) -> dict:
     app = _APP["app"] = create_app({"DATABASE_URL": url, "SECRET_KEY": "bench-python-cost"})
-    client = app.test_client()
-    login = client.get("/login").get_data(as_text=True)
-    response = client.post("/login", data={"csrf_token": signin.csrf_token(login),
-                                           "email": signin.EMAIL, "password": signin.PASSWORD})
-    assert response.status_code == 303, response.status_code
+    client = signin.signed_in_test_client(app)
     token = signin.csrf_token(client.get("/users/new").get_data(as_text=True))
     signed_in = client.get_cookie("session").value
     numbers = itertools.count()

@@ -89,3 +89,14 @@ def check_list_page(what: str, status: int, page: str) -> None:
     if status != 200 or USERS_TABLE not in page or EMAIL not in page or rows != PAGE_ROWS:
         raise RuntimeError(f"{what}: /users is not the signed-in list page "
                            f"(status {status}, {rows} rows)")
+
+
+def signed_in_test_client(app):
+    """A Flask test client of ``app``, signed in as the editor through the
+    login form (the in-process benchmarks)."""
+    client = app.test_client()
+    login = client.get("/login").get_data(as_text=True)
+    response = client.post("/login", data={"csrf_token": csrf_token(login),
+                                           "email": EMAIL, "password": PASSWORD})
+    assert response.status_code == 303, response.status_code
+    return client

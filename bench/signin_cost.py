@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import statistics
 import time
 from collections import Counter
@@ -25,7 +24,8 @@ from datetime import datetime, timezone
 from sqlalchemy import event
 
 from bench import signin
-from bench.suite import ROOT, database_url, drop_database, fresh_database, machine_info, seed
+from bench.suite import (ROOT, database_url, drop_database, fresh_database, machine_info,
+                         save_results, seed)
 from myapp import create_app, db
 from myapp.auth.login import SignedInAccount, load_account, login_manager
 from myapp.models import Role
@@ -87,21 +87,13 @@ def main(argv: list[str] | None = None) -> int:
                "machine": machine_info(), "users": USERS, "rounds": args.rounds,
                "requests_per_round": args.requests, **results}
     out = ROOT / "bench" / "results" / f"{started:%Y-%m-%d}-signin"
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    table = markdown(results)
-    out.with_suffix(".md").write_text(table)
-    print(table)
-    print(f"json: {out.with_suffix('.json')}\nmarkdown: {out.with_suffix('.md')}")
+    save_results(out, results, markdown(results))
     return 0
 
 
 def measure(url: str, args) -> dict:
     app = create_app({"DATABASE_URL": url, "SECRET_KEY": "bench-signin-cost"})
-    client = app.test_client()
-    login = client.get("/login").get_data(as_text=True)
-    response = client.post("/login", data={"csrf_token": signin.csrf_token(login),
-                                           "email": signin.EMAIL, "password": signin.PASSWORD})
-    assert response.status_code == 303, response.status_code
+    client = signin.signed_in_test_client(app)
     token = signin.csrf_token(client.get("/users/new").get_data(as_text=True))
     numbers = itertools.count()
 
