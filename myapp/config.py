@@ -77,15 +77,27 @@ def replica_urls() -> list[str]:
 
 
 def _postgresql_url(name: str, raw: str) -> str:
+    """``raw`` as the psycopg2 URL the app connects with.
+
+    A bare ``postgresql://`` URL (what most tools print) means psycopg2 here:
+    the driver the app installs. SQLAlchemy's own default for it is
+    psycopg 3, which the app does not ship, so it is spelled out rather than
+    left to fail at the first connection with an import error.
+    """
     try:
-        backend = make_url(raw).get_backend_name()
+        url = make_url(raw)
     except ArgumentError:
         # Not echoed: the value may hold a password.
         raise ConfigError(
             f"{name} is not a database URL; expected postgresql+psycopg2://USER@HOST:PORT/NAME"
         ) from None
-    if backend != "postgresql":
-        raise ConfigError(f"{name} must be a PostgreSQL URL, not {backend!r}")
+    if url.get_backend_name() != "postgresql":
+        raise ConfigError(f"{name} must be a PostgreSQL URL, not {url.get_backend_name()!r}")
+    if url.drivername == "postgresql":
+        return "postgresql+psycopg2" + raw[len("postgresql"):]
+    if url.get_driver_name() != "psycopg2":
+        raise ConfigError(f"{name} must use the psycopg2 driver (postgresql+psycopg2://), "
+                          f"not {url.get_driver_name()!r}")
     return raw
 
 

@@ -55,6 +55,7 @@ def test_seed_users_rejects_a_bad_count(runner, tables):
 @pytest.mark.parametrize("url, env, named", [
     ("notaurl", {}, "DATABASE_URL is not a database URL"),
     ("mysql://localhost/x", {}, "DATABASE_URL must be a PostgreSQL URL"),
+    ("postgresql+asyncpg://localhost/x", {}, "DATABASE_URL must use the psycopg2 driver"),
     ("postgresql+psycopg2:///unused", {"DB_POOL_TIMEOUT": "abc"}, "DB_POOL_TIMEOUT must be a whole number"),
 ])
 def test_a_malformed_setting_is_one_line_naming_it_and_exit_1(url, env, named):
@@ -63,6 +64,14 @@ def test_a_malformed_setting_is_one_line_naming_it_and_exit_1(url, env, named):
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"Error: {named}")
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_bare_postgresql_url_means_psycopg2(database_url):
+    # What most tools print; SQLAlchemy alone would look for psycopg 3.
+    bare = database_url.set(drivername="postgresql").render_as_string(hide_password=False)
+    assert bare.startswith("postgresql://")
+    result = run_flask("init-db", database_url=bare, timeout=60)
+    assert result.returncode == 0, result.stderr
 
 
 # --- a database error of any kind is one line, not a traceback ---------------

@@ -3,10 +3,15 @@
 :func:`instrument` attaches everything to an engine that
 :func:`myapp.db.build_engine` made with ``poolclass=pool_class(name)``:
 
-* SQL: ``before_cursor_execute`` / ``after_cursor_execute`` (and
-  ``handle_error`` for a statement that failed) add each statement and its
-  time to the current request (:mod:`request_context`); outside a request
-  (CLI commands) they do nothing.
+* SQL: the dialect's execute hooks (``do_execute``, ``do_executemany``,
+  ``do_execute_no_params``) run each statement and add it and its time to
+  the current request (:mod:`request_context`); outside a request (CLI
+  commands) they leave the statement to SQLAlchemy. Not the usual
+  ``before_cursor_execute`` / ``after_cursor_execute`` pair: any
+  *connection* event listener switches every connection of the engine onto
+  SQLAlchemy's event-dispatching path (at begin, each execute, commit), which
+  measured ~50 µs per create on its own (docs/performance.md); the dialect
+  hooks are looked up once per statement.
 * The pool: ``checkout`` / ``checkin`` keep the checked-out gauge,
   ``invalidate`` counts broken connections thrown away.
 * The checkout wait and pool timeouts: SQLAlchemy has no event *before* a
@@ -92,33 +97,30 @@ def instrument(engine: Engine, name: str = "primary") -> None:
     def on_invalidate(dbapi_connection, pool_entry, exception):
         invalidations.inc()
 
-    event.listen(engine, "before_cursor_execute", _statement_starts)
-    event.listen(engine, "after_cursor_execute", _statement_ends)
-    event.listen(engine, "handle_error", _statement_failed)
+    dialect = engine.dialect  # the engine's own; its autocommit twin shares it
+    for hook in ("do_execute", "do_executemany", "do_execute_no_params"):
+        event.listen(engine, hook, _accounted(getattr(dialect, hook)))
 
 
-def _statement_starts(conn, cursor, statement, parameters, context, executemany) -> None:
-    observed = current()
-    if observed is not None:
+def _accounted(execute):
+    """A dialect execute hook that runs ``execute`` (the dialect's own
+    ``do_execute``, ...) and adds the statement and its time to the current
+    request. Returning True tells SQLAlchemy the statement has run; an error
+    propagates to SQLAlchemy's handling as if the dialect had raised it."""
+
+    def run_accounted(*args) -> bool:
+        observed = current()
+        if observed is None:
+            return False  # outside a request: SQLAlchemy runs it as usual
         observed.sql_statements += 1
-        observed.sql_started = perf_counter()
+        started = perf_counter()
+        try:
+            execute(*args)
+        finally:
+            observed.sql_seconds += perf_counter() - started
+        return True
 
-
-def _statement_ends(conn, cursor, statement, parameters, context, executemany) -> None:
-    observed = current()
-    if observed is not None and observed.sql_started:
-        observed.sql_seconds += perf_counter() - observed.sql_started
-        observed.sql_started = 0.0
-
-
-def _statement_failed(exception_context) -> None:
-    # One thread runs one statement at a time, so the request's one start
-    # time is this statement's. (An error outside a statement, such as a
-    # failed connect, finds sql_started at 0: nothing to add.)
-    observed = current()
-    if observed is not None and observed.sql_started:
-        observed.sql_seconds += perf_counter() - observed.sql_started
-        observed.sql_started = 0.0
+    return run_accounted
 
 
 def unavailable_cause(error: Exception) -> str:
