@@ -4,8 +4,9 @@ people see, each from its one source."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from functools import lru_cache
 
-from flask import Flask
+from flask import Flask, current_app, request, url_for
 from markupsafe import Markup
 
 from myapp.config import MAX_UPLOAD_TEXT
@@ -33,9 +34,31 @@ def timestamp(moment: datetime) -> Markup:
     return Markup(f'<time datetime="{exact}" title="{exact}">{readable}</time>')  # nosec B704
 
 
+def layout_url(endpoint: str, filename: str | None = None) -> str:
+    """``url_for(endpoint)``, or a static file's URL, for the links that every
+    page repeats (the layout's stylesheet, script, icon and menu).
+
+    Built once per application root and kept: such a URL depends only on the
+    URL map, fixed once the app is built, and on where the app is mounted
+    (``request.script_root``, which a proxy's ``X-Forwarded-Prefix`` may set).
+    A page has a dozen of them; building each with ``url_for`` on every page
+    cost more than rendering the rest of the layout (docs/performance.md).
+    URLs with values that vary (an id, a page cursor) keep using ``url_for``.
+    """
+    return _built_url(current_app._get_current_object(), request.script_root, endpoint, filename)
+
+
+@lru_cache(maxsize=256)  # endpoints x roots: a few dozen in practice
+def _built_url(app: Flask, script_root: str, endpoint: str, filename: str | None) -> str:
+    if filename is None:
+        return url_for(endpoint)
+    return url_for(endpoint, filename=filename)
+
+
 def init_app(app: Flask) -> None:
     app.add_template_filter(timestamp)
     # Globals, not a context processor: set once, no work per render.
     app.jinja_env.globals.update(
-        PAGE_SIZE=PAGE_SIZE, SEARCH_MAX=SEARCH_MAX, MAX_UPLOAD_TEXT=MAX_UPLOAD_TEXT
+        PAGE_SIZE=PAGE_SIZE, SEARCH_MAX=SEARCH_MAX, MAX_UPLOAD_TEXT=MAX_UPLOAD_TEXT,
+        layout_url=layout_url,
     )

@@ -429,3 +429,15 @@ def test_user_text_is_escaped(client, make_user):
     html = client.get("/users").get_data(as_text=True)
     assert "<script>alert(1)</script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_layout_links_follow_where_the_app_is_mounted(client, make_user):
+    # The layout's URLs are built once per application root (templating.layout_url):
+    # mounted under /app they carry the prefix, and the root's pages still do not.
+    make_user()
+    mounted = client.get("/users", base_url="http://localhost/app/").get_data(as_text=True)
+    at_root = client.get("/users").get_data(as_text=True)
+    for html, root in ((mounted, "/app"), (at_root, "")):
+        assert re.search(rf'<link rel="stylesheet" href="{root}/static/style\.css\?v=[0-9a-f]{{12}}"', html)
+        assert f'action="{root}/logout"' in html
+        assert re.search(rf'<a href="{root}/users/[0-9]+">', html)
