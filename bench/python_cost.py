@@ -25,12 +25,12 @@ from datetime import datetime, timezone
 
 from flask import url_for
 from markupsafe import Markup, escape
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, event, insert, select
 
 from bench import signin
 from bench.suite import (ROOT, database_url, drop_database, fresh_database, machine_info,
                          save_results, seed)
-from myapp import create_app, db, listing, templating, users
+from myapp import create_app, db, listing, sessions, templating, users
 from myapp.auth import accounts
 from myapp.auth.login import login_manager
 from myapp.models import USER_SEARCH_TEXT, Account, AuditEvent, User
@@ -173,6 +173,20 @@ def rows_unpacked(on: bool) -> None:
     env.cache[(weakref.ref(env.loader), name)] = compiled[on]
 
 
+def reads_in_autocommit_by_session_event(on: bool) -> None:
+    if "app" not in _APP:
+        return
+    engine = db.engine()
+    twins = _APP.setdefault("twins", {})
+    if not twins:
+        twins[True] = sessions.autocommit_twin(engine)
+        # Before: the twin flipped each connection it made in autocommit
+        # itself, with a connection event (engine_connect).
+        twins[False] = engine.execution_options(**{sessions.AUTOCOMMIT: True})
+        event.listen(twins[False], "engine_connect", sessions._autocommit_on)
+    sessions._autocommit_twins[engine] = twins[on]
+
+
 SWITCHES = {
     "no session-protection hash": session_protection,
     "sign-in statement built once": statement_built_once,
@@ -184,6 +198,7 @@ SWITCHES = {
     # Issue 17, third round:
     "layout URLs built once": layout_urls_built_once,
     "list rows unpacked in the template": rows_unpacked,
+    "reads' autocommit set by a session event": reads_in_autocommit_by_session_event,
 }
 
 

@@ -357,7 +357,7 @@ def one_row(engine: Engine, sql: str) -> tuple:
     (myapp/sessions.py): a transaction would add a BEGIN and a ROLLBACK.
     Errors arrive as SQLAlchemy's, with a dead connection already
     invalidated and replaced in the pool."""
-    with sessions.autocommit_twin(engine).connect() as connection:
+    with sessions.autocommit_connection(engine) as connection:
         return tuple(connection.exec_driver_sql(sql).one())
 
 

@@ -21,11 +21,17 @@ Writes are not affected, and cannot become affected by accident:
   being committed statement by statement — the app never does this, and a
   change that would should fail its tests, not quietly lose atomicity.
 
-The autocommit engine is a twin of the engine, ``engine.execution_options()``:
-it shares the engine's pool and event listeners, and a listener of its own
-puts each connection it takes into psycopg2's ``autocommit`` mode; the pool
-takes it out again when the connection comes back. Flipping that attribute
-is local to the client (no round trip). SQLAlchemy's own way,
+The autocommit engine is a twin of the engine, ``engine.execution_options()``
+with one option of ours: it shares the engine's pool and event listeners.
+When the session begins using a connection of the twin (SQLAlchemy's
+``after_begin`` session event, before any statement), it puts the psycopg2
+connection in ``autocommit`` mode; the pool takes it out again when the
+connection comes back. Flipping that attribute is local to the client (no
+round trip). A session event rather than the twin's own ``engine_connect``:
+any connection event on an engine puts every statement of its connections
+through SQLAlchemy's event dispatching, which measured ~20 µs per page
+(docs/performance.md). Code outside a session uses
+:func:`autocommit_connection`. SQLAlchemy's own way,
 ``isolation_level="AUTOCOMMIT"``, was measured first and is not used: psycopg2
 implements it with ``SET default_transaction_isolation`` — one round trip
 when the connection is taken and one when it is given back, more than the
@@ -42,11 +48,16 @@ replica) and only changes *how* that engine's connection is used.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event, orm
 from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import SessionTransactionOrigin
+
+# The twin's execution option: its connections are to run in autocommit.
+AUTOCOMMIT = "myapp_autocommit"
 
 # One autocommit twin per engine, made once: the session keeps one
 # connection per engine object, so a new twin per statement would check out
@@ -61,18 +72,25 @@ class WriteOutsideTransaction(InvalidRequestError):
 
 
 def autocommit_twin(engine: Engine) -> Engine:
-    """``engine``, sharing its pool, with its connections in autocommit."""
+    """``engine``, sharing its pool, whose connections a session uses in autocommit."""
     twin = _autocommit_twins.get(engine)
     if twin is None:
         with _making_a_twin:  # the first requests of a worker's threads arrive together
             twin = _autocommit_twins.get(engine)
             if twin is None:
-                twin = engine.execution_options()
-                event.listen(twin, "engine_connect", _autocommit_on)
+                twin = engine.execution_options(**{AUTOCOMMIT: True})
                 # A pool event, on the engine's pool (shared with the twin).
                 event.listen(engine, "checkin", _autocommit_off)
                 _autocommit_twins[engine] = twin
     return twin
+
+
+@contextmanager
+def autocommit_connection(engine: Engine) -> Iterator[Connection]:
+    """A connection of ``engine`` in autocommit, outside any session."""
+    with autocommit_twin(engine).connect() as connection:
+        _autocommit_on(connection)
+        yield connection
 
 
 def _autocommit_on(connection: Connection) -> None:
@@ -103,3 +121,10 @@ class AutocommitReads(orm.Session):
                 "statement by statement; open a transaction for it"
             )
         return autocommit_twin(bind)
+
+
+@event.listens_for(AutocommitReads, "after_begin")
+def _twin_connection_in_autocommit(session, transaction, connection: Connection) -> None:
+    # Before the connection's first statement: psycopg2 has sent no BEGIN yet.
+    if connection.get_execution_options().get(AUTOCOMMIT):
+        _autocommit_on(connection)
