@@ -20,7 +20,6 @@ import gc
 import itertools
 import statistics
 import time
-import weakref
 from datetime import datetime, timezone
 
 from flask import url_for
@@ -103,16 +102,6 @@ def layout_url_per_page(endpoint, filename=None):
     return url_for(endpoint) if filename is None else url_for(endpoint, filename=filename)
 
 
-# The list page's rows as they were: each value read as an attribute.
-ROWS_UNPACKED = "{% for id, name, email, _version, created_at in page.users %}"
-ROWS_BY_ATTRIBUTE = [
-    (ROWS_UNPACKED, "{% for user in page.users %}"),
-    ('{{ users_url }}/{{ id }}">{{ name }}', '{{ users_url }}/{{ user.id }}">{{ user.name }}'),
-    ("{{ email }}", "{{ user.email }}"),
-    ("{{ created_at | timestamp }}", "{{ user.created_at | timestamp }}"),
-]
-
-
 _NEW = {"signed_in_account": accounts.signed_in_account, "_audit": users._audit,
         "_SIGNED_IN_ACCOUNT": accounts._SIGNED_IN_ACCOUNT, "list_users": listing.list_users}
 # The app being measured (its Jinja environment holds the filters).
@@ -155,24 +144,6 @@ def layout_urls_built_once(on: bool) -> None:
                                                        else layout_url_per_page)
 
 
-def rows_unpacked(on: bool) -> None:
-    if "app" not in _APP:
-        return
-    env = _APP["app"].jinja_env
-    name = "users/list.html"
-    source = (ROOT / "templates" / name).read_text()
-    assert ROWS_UNPACKED in source, "the template changed: update ROWS_BY_ATTRIBUTE"
-    if not on:
-        for now, before in ROWS_BY_ATTRIBUTE:
-            source = source.replace(now, before)
-    # Compiled once per state and put where render_template finds it: the
-    # environment's cache, keyed as Jinja keys it (loader, name).
-    compiled = _APP.setdefault("list templates", {})
-    if on not in compiled:
-        compiled[on] = env.from_string(source)
-    env.cache[(weakref.ref(env.loader), name)] = compiled[on]
-
-
 def reads_in_autocommit_by_session_event(on: bool) -> None:
     if "app" not in _APP:
         return
@@ -197,7 +168,6 @@ SWITCHES = {
     "timestamp without escape()": timestamp_unescaped,
     # Issue 17, third round:
     "layout URLs built once": layout_urls_built_once,
-    "list rows unpacked in the template": rows_unpacked,
     "reads' autocommit set by a session event": reads_in_autocommit_by_session_event,
 }
 
