@@ -150,9 +150,10 @@ def reads_in_autocommit_by_session_event(on: bool) -> None:
     engine = db.engine()
     twins = _APP.setdefault("twins", {})
     if not twins:
-        twins[True] = sessions.autocommit_twin(engine)
+        twins[True] = sessions._autocommit_twin(engine)
         # Before: the twin flipped each connection it made in autocommit
-        # itself, with a connection event (engine_connect).
+        # itself, with a connection event (engine_connect). The session's
+        # after_begin listener flips it again: one attribute, no round trip.
         twins[False] = engine.execution_options(**{sessions.AUTOCOMMIT: True})
         event.listen(twins[False], "engine_connect", sessions._autocommit_on)
     sessions._autocommit_twins[engine] = twins[on]

@@ -40,11 +40,15 @@ def layout_url(endpoint: str, filename: str | None = None) -> str:
 
     Built once per application root and kept: such a URL depends only on the
     URL map, fixed once the app is built, and on where the app is mounted
-    (``request.script_root``, which a proxy's ``X-Forwarded-Prefix`` may set).
-    A page has a dozen of them; building each with ``url_for`` on every page
-    cost more than rendering the rest of the layout (docs/performance.md).
-    URLs with values that vary (an id, a page cursor) keep using ``url_for``.
+    (``request.script_root``: the WSGI server's ``SCRIPT_NAME``). A page has
+    a dozen of them; building each with ``url_for`` on every page cost 5% of
+    the list page (docs/performance.md). URLs with values that vary (an id,
+    a page cursor) keep using ``url_for``. Like the template it is called
+    from, it needs a request.
     """
+    if endpoint.startswith("."):
+        # Relative to the current blueprint, which is not part of the key.
+        raise ValueError(f"layout_url needs a full endpoint name, not {endpoint!r}")
     return _built_url(current_app._get_current_object(), request.script_root, endpoint, filename)
 
 

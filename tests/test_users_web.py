@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import event, text
 
-from myapp import db, listing, seeding
+from myapp import db, listing, seeding, templating
 from myapp.models import SEARCH_INDEX
 from myapp.templating import timestamp
 from tests.support.database import assert_nothing_written
@@ -441,3 +441,9 @@ def test_layout_links_follow_where_the_app_is_mounted(client, make_user):
         assert re.search(rf'<link rel="stylesheet" href="{root}/static/style\.css\?v=[0-9a-f]{{12}}"', html)
         assert f'action="{root}/logout"' in html
         assert re.search(rf'<a href="{root}/users/[0-9]+">', html)
+
+
+def test_layout_url_refuses_an_endpoint_relative_to_a_blueprint(app):
+    # Its cache is keyed by the endpoint's name, not by the current blueprint.
+    with app.test_request_context("/users"), pytest.raises(ValueError):
+        templating.layout_url(".list_users")

@@ -9,9 +9,11 @@
   commands) they leave the statement to SQLAlchemy. Not the usual
   ``before_cursor_execute`` / ``after_cursor_execute`` pair: any
   *connection* event listener switches every connection of the engine onto
-  SQLAlchemy's event-dispatching path (at begin, each execute, commit), which
-  measured ~50 µs per create on its own (docs/performance.md); the dialect
-  hooks are looked up once per statement.
+  SQLAlchemy's event-dispatching path (at begin, each execute, commit); the
+  dialect hooks are looked up once per statement (docs/performance.md,
+  "What observability costs"). A worker's first connection to a database
+  runs SQLAlchemy's own set-up queries (server version, schema): they count
+  towards the request that made the connection, which waited for them.
 * The pool: ``checkout`` / ``checkin`` keep the checked-out gauge,
   ``invalidate`` counts broken connections thrown away.
 * The checkout wait and pool timeouts: SQLAlchemy has no event *before* a

@@ -79,7 +79,7 @@ def request_id_for(client_value: str | None) -> str:
     """The client's id when it is sane, else a new one (32 hex characters)."""
     if client_value and SANE_REQUEST_ID.fullmatch(client_value):
         return client_value
-    # 128 random bits, as a UUID4 has, without building a UUID object.
+    # 128 random bits (a UUID4 has 122), without building a UUID object.
     return secrets.token_hex(16)
 
 
