@@ -52,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-rounds", type=int, default=40,
                         help="rounds of the paired in-process measurement")
     parser.add_argument("--block", type=int, default=50, help="requests per in-process block")
+    parser.add_argument("--a-a", action="store_true",
+                        help="serve the off app on both sides: how far apart the wrk reading "
+                             "puts two identical servers (the method's noise); results/tmp")
     args = parser.parse_args(argv)
+    servers_served = ({"on": SERVERS["off"], "off": SERVERS["off"]} if args.a_a else SERVERS)
 
     started = datetime.now(timezone.utc)
     url = database_url("myapp_bench_observability")
@@ -65,18 +69,24 @@ def main(argv: list[str] | None = None) -> int:
                 name: stack.enter_context(GunicornServer(
                     url, workers=WORKERS, threads=THREADS, app_module=module,
                     env={"LOG_FORMAT": log_format}))
-                for name, (module, log_format, _) in SERVERS.items()
+                for name, (module, log_format, _) in servers_served.items()
             }
             measure(servers, args, runs)
-        print("in-process, paired (CPU ms per request)", flush=True)
-        paired = observability_cpu.measure(url, args.cpu_rounds, args.block)
+        if not args.a_a:
+            print("in-process, paired (CPU ms per request)", flush=True)
+            paired = observability_cpu.measure(url, args.cpu_rounds, args.block)
     finally:
         drop_database(url)
 
     results = summarise(runs, args, started)
-    results["in_process"] = {"rounds": args.cpu_rounds, "block": args.block,
-                             **observability_cpu.summarise(paired)}
-    out = ROOT / "bench" / "results" / f"{started:%Y-%m-%d}-observability"
+    if args.a_a:
+        results["servers"] = {"on": SERVERS["off"][2] + " (A/A run)", "off": SERVERS["off"][2]}
+        out = ROOT / "bench" / "results" / "tmp" / f"{started:%Y-%m-%d}-observability-a-a"
+        out.parent.mkdir(exist_ok=True)
+    else:
+        results["in_process"] = {"rounds": args.cpu_rounds, "block": args.block,
+                                 **observability_cpu.summarise(paired)}
+        out = ROOT / "bench" / "results" / f"{started:%Y-%m-%d}-observability"
     save_results(out, results, markdown(results))
     return 0
 
@@ -187,7 +197,9 @@ def markdown(results: dict) -> str:
             f" | {cost['throughput_cost']:.1%} | {off['cpu_ms_per_request_median']:.3f}"
             f" | {on['cpu_ms_per_request_median']:.3f} | {cost['cpu_cost']:.1%}"
             f" | {'yes' if cost['within_target'] else 'no'} |")
-    paired = results["in_process"]
+    paired = results.get("in_process")
+    if paired is None:  # an A/A run
+        return "\n".join(lines + ["", "A/A run: " + results["servers"]["on"] + "."]) + "\n"
     lines += [
         "",
         f"Paired in one process ({paired['rounds']} rounds of {paired['block']} requests"
