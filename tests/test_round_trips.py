@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
 
 from harness.gunicorn import GunicornServer
-from myapp import idle_ping
+from myapp import db, idle_ping
 from tests.support.http import Browser
 from tests.support.proxy import TcpProxy, statements
 
@@ -193,6 +193,27 @@ def test_without_the_ping_a_dead_connection_fails_one_request_only(pinged_engine
     assert failed.value.connection_invalidated
     with engine.connect() as conn:
         assert conn.scalar(text("SELECT 42")) == 42
+
+
+def test_steady_traffic_reuses_the_last_connection_and_is_not_pinged(database_url, proxy):
+    """After a busy moment opened several connections, a request takes the
+    one given back last (the app's pool is last-in-first-out): the others
+    may sit idle past the setting without costing a ping per request."""
+    config = {"DATABASE_URL": proxy.url_for(database_url), "DB_POOL_SIZE": 3,
+              "DB_POOL_TIMEOUT": 5, "DB_CONNECT_TIMEOUT": 5, "DB_PING_AFTER_IDLE_MS": 60_000}
+    engine = db.build_engine(config, instrumented=False)
+    try:
+        busy = [engine.connect() for _ in range(3)]  # three requests at once
+        for conn in busy:
+            conn.execute(text("SELECT 1"))
+        for conn in busy:  # given back oldest first
+            conn.close()
+        for record in list(engine.pool._pool.queue)[:-1]:  # all but the last given back...
+            record.info[idle_ping.IDLE_SINCE] -= 61  # ...look idle past the setting
+        for _ in range(3):  # steady traffic, one request at a time
+            assert checkout(engine, proxy) == []
+    finally:
+        engine.dispose()
 
 
 @pytest.mark.parametrize("setting", ["0"])
