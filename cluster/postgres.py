@@ -34,7 +34,7 @@ class PostgresServer:
     def __init__(self, settings: Settings, role: str, port: int):
         self.settings = settings
         self.role = role  # "primary" or "replica"
-        self.name = role
+        self.name = role  # names its log files; a test's second replica has its own
         self.port = port
         self.data = settings.root / role
 
@@ -49,12 +49,12 @@ class PostgresServer:
     @property
     def log(self) -> Path:
         """The server's start-up output (pg_ctl -l); its own logs are in <data>/log/."""
-        return self.settings.log_dir / f"{self.role}.log"
+        return self.settings.log_dir / f"{self.name}.log"
 
     @property
     def setup_log(self) -> Path:
         """What initdb, pg_basebackup and pg_ctl said."""
-        return self.settings.log_dir / f"{self.role}-setup.log"
+        return self.settings.log_dir / f"{self.name}-setup.log"
 
     def initialised(self) -> bool:
         return (self.data / "PG_VERSION").exists()

@@ -33,14 +33,6 @@ class _Standby(PostgresServer):
         self.name = name
         self.data = settings.root / name
 
-    @property
-    def log(self) -> Path:
-        return self.settings.log_dir / f"{self.name}.log"
-
-    @property
-    def setup_log(self) -> Path:
-        return self.settings.log_dir / f"{self.name}-setup.log"
-
 
 class Replication(Started):
     """``Replication(replicas=1)``: a primary and ``replicas`` hot standbys of it,

@@ -17,7 +17,7 @@ from pathlib import Path
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import PROJECT_ROOT
+from harness import PROJECT_ROOT, Started
 from harness.gunicorn import free_port
 
 RULES_DIR = PROJECT_ROOT / "deploy" / "prometheus"
@@ -103,7 +103,7 @@ def rule_with_for(rules_text: str, alert: str, duration: str) -> str:
     raise ValueError(f"alert {alert} has no for: clause")
 
 
-class PrometheusServer(PrometheusAPI):
+class PrometheusServer(PrometheusAPI, Started):
     """A real Prometheus on a free port with its own temporary storage.
 
     Scrapes ``targets`` (host:port strings) every second as job ``myapp``,
@@ -133,7 +133,7 @@ class PrometheusServer(PrometheusAPI):
         self.log = self.dir / "prometheus.log"
         self.process: subprocess.Popen | None = None
 
-    def __enter__(self) -> PrometheusServer:
+    def start(self) -> None:
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 [PROMETHEUS, f"--config.file={self.config_file}",
@@ -141,15 +141,7 @@ class PrometheusServer(PrometheusAPI):
                  f"--web.listen-address=127.0.0.1:{self.port}"],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
-        try:
-            self._wait_until_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        self._wait_until_ready()
 
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout
@@ -164,7 +156,7 @@ class PrometheusServer(PrometheusAPI):
             time.sleep(0.1)  # polling for readiness
         raise RuntimeError(f"prometheus did not become ready:\n{self.output()}")
 
-    def stop(self) -> None:
+    def close(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
