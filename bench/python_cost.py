@@ -98,6 +98,13 @@ def timestamp_escaped(moment):
     return Markup(f'<time datetime="{exact}" title="{exact}">{readable}</time>')  # nosec B704
 
 
+def timestamp_formatted_twice(moment):
+    utc = moment.astimezone(timezone.utc)
+    exact = utc.isoformat()
+    readable = f"{utc.day} {templating.MONTHS[utc.month - 1]} {utc.year}, {utc.hour:02}:{utc.minute:02} UTC"
+    return Markup(f'<time datetime="{exact}" title="{exact}">{readable}</time>')  # nosec B704
+
+
 def layout_url_per_page(endpoint, filename=None):
     return url_for(endpoint) if filename is None else url_for(endpoint, filename=filename)
 
@@ -144,6 +151,12 @@ def layout_urls_built_once(on: bool) -> None:
                                                        else layout_url_per_page)
 
 
+def timestamp_in_one_string(on: bool) -> None:
+    if "app" in _APP:
+        _APP["app"].jinja_env.filters["timestamp"] = (templating.timestamp if on
+                                                      else timestamp_formatted_twice)
+
+
 def reads_in_autocommit_by_session_event(on: bool) -> None:
     if "app" not in _APP:
         return
@@ -170,6 +183,8 @@ SWITCHES = {
     # Issue 17, third round:
     "layout URLs built once": layout_urls_built_once,
     "reads' autocommit set by a session event": reads_in_autocommit_by_session_event,
+    # Issue 17, fourth round:
+    "timestamp in one f-string": timestamp_in_one_string,
 }
 
 

@@ -32,6 +32,11 @@ def test_timestamps_read_in_utc_whatever_the_zone_they_come_in():
         '<time datetime="2026-03-04T23:07:09.120000+00:00"'
         ' title="2026-03-04T23:07:09.120000+00:00">4 Mar 2026, 23:07 UTC</time>'
     )
+    # A whole second has no fraction in ISO form: the time is still hours and minutes.
+    assert timestamp(datetime(2026, 12, 31, 23, 59, tzinfo=timezone.utc)) == (
+        '<time datetime="2026-12-31T23:59:00+00:00"'
+        ' title="2026-12-31T23:59:00+00:00">31 Dec 2026, 23:59 UTC</time>'
+    )
 
 
 def test_the_list_shows_when_each_user_was_created(client, make_user):
