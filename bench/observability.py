@@ -47,8 +47,11 @@ SERVERS = {
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/run --observability",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--duration", type=int, default=6, help="seconds per wrk run")
+    # Single rounds of two identical servers differ by up to ±20 % on this
+    # shared machine (docs/performance.md, "What observability costs"): the
+    # median needs many short rounds more than a few long ones.
+    parser.add_argument("--rounds", type=int, default=25)
+    parser.add_argument("--duration", type=int, default=4, help="seconds per wrk run")
     parser.add_argument("--cpu-rounds", type=int, default=40,
                         help="rounds of the paired in-process measurement")
     parser.add_argument("--block", type=int, default=50, help="requests per in-process block")
