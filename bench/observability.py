@@ -47,9 +47,10 @@ SERVERS = {
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/run --observability",
                                      description=__doc__.splitlines()[0])
-    # Single rounds of two identical servers differ by up to ±20 % on this
-    # shared machine (docs/performance.md, "What observability costs"): the
-    # median needs many short rounds more than a few long ones.
+    # Single rounds scatter widely on this shared machine (identical servers:
+    # up to 19 % apart; on against off: -17 ... +32 %; docs/performance.md,
+    # "What observability costs"), so the median needs many rounds: 25 of
+    # 4 s take about 7 minutes.
     parser.add_argument("--rounds", type=int, default=25)
     parser.add_argument("--duration", type=int, default=4, help="seconds per wrk run")
     parser.add_argument("--cpu-rounds", type=int, default=40,

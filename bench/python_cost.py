@@ -140,6 +140,8 @@ def audit_insert_built_once(on: bool) -> None:
 
 
 def timestamp_unescaped(on: bool) -> None:
+    # "After" is the filter as it is now, so this switch's ratio also holds
+    # the fourth round's change ("timestamp in one f-string").
     if "app" in _APP:
         _APP["app"].jinja_env.filters["timestamp"] = (templating.timestamp if on
                                                       else timestamp_escaped)
