@@ -94,7 +94,7 @@ def _postgresql_url(name: str, raw: str) -> str:
     if url.get_backend_name() != "postgresql":
         raise ConfigError(f"{name} must be a PostgreSQL URL, not {url.get_backend_name()!r}")
     if url.drivername == "postgresql":
-        return "postgresql+psycopg2" + raw[len("postgresql"):]
+        return url.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
     if url.get_driver_name() != "psycopg2":
         raise ConfigError(f"{name} must use the psycopg2 driver (postgresql+psycopg2://), "
                           f"not {url.get_driver_name()!r}")
