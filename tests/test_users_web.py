@@ -118,6 +118,37 @@ def test_list_shows_newest_first_with_links(client, make_user):
     assert "person0@example.com" in html
 
 
+def test_the_list_shows_each_user_as_they_are_now(client, tables, make_user):
+    # Rows are rendered once per distinct user and reused (templating.user_rows):
+    # an edit, or a change made behind the app's back that leaves the version
+    # alone, must never bring back a row as it was.
+    user = make_user(name="Ada Lovelace", email="ada@example.com")
+    assert "Ada Lovelace" in client.get("/users").get_data(as_text=True)
+    edit_page = f"/users/{user.id}/edit"
+    assert submit(client, edit_page, {"name": "Ada King", "email": "ada@example.com",
+                                      "version": 1}).status_code == 303
+    html = client.get("/users").get_data(as_text=True)
+    assert "Ada King" in html and "Ada Lovelace" not in html
+    tables.write("UPDATE users SET email = 'countess@example.com' WHERE id = :id", {"id": user.id})
+    html = client.get("/users").get_data(as_text=True)
+    assert "countess@example.com" in html and "ada@example.com" not in html
+
+
+def test_list_rows_are_reused_not_rendered_again(app, make_user, monkeypatch):
+    make_people(make_user, 3)
+    row_macros = app.jinja_env.get_template(templating.USER_ROW_TEMPLATE).module
+    renders = []
+    render = row_macros.user_row
+    monkeypatch.setattr(row_macros, "user_row",
+                        lambda user, url: renders.append(user.id) or render(user, url))
+    with app.test_request_context("/users"):
+        page = listing.list_users(db.Session())
+        user_rows = app.jinja_env.globals["user_rows"]
+        first, again = user_rows(page.users), user_rows(page.users)
+    assert first == again and first.count("<tr>") == 3
+    assert sorted(renders) == sorted(user.id for user in page.users)  # each once, the first time
+
+
 def test_list_is_empty_friendly(client):
     html = client.get("/users").get_data(as_text=True)
     assert "No users yet" in html
