@@ -62,7 +62,7 @@ def list_users(
         # Name or email, through the one trigram index on both (models.py).
         stmt = stmt.where(USER_SEARCH_TEXT.ilike(pattern, escape="\\"))
     params = {"limit": limit + 1, "after": after}
-    rows = [UserSnapshot._make(row) for row in session.execute(stmt, params)]
+    rows = [UserSnapshot._make(row) for row in session.execute(stmt, params).all()]
     has_more = len(rows) > limit
     rows = rows[:limit]
     return UserPage(users=rows, next_after=rows[-1].id if has_more else None)
