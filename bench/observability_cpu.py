@@ -25,6 +25,8 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from types import SimpleNamespace
 from urllib.parse import urlencode
@@ -33,6 +35,28 @@ from bench import signin
 
 
 def measure(url: str, rounds: int, block: int) -> dict:
+    with served(url) as (variants, scenarios):
+        samples: dict[str, list[float]] = {}
+        for round_no in range(rounds):
+            order = list(variants.items())[:: 1 if round_no % 2 else -1]
+            for scenario, (make_environ, expected) in scenarios.items():
+                for name, variant in order:
+                    use(variant)
+                    environs = [make_environ() for _ in range(block)]
+                    started = time.process_time()
+                    for environ in environs:
+                        serve(variant, environ, expected)
+                    per_request_ms = (time.process_time() - started) * 1000 / block
+                    samples.setdefault(f"{scenario} / {name}", []).append(round(per_request_ms, 4))
+    return samples
+
+
+@contextmanager
+def served(url: str) -> Iterator[tuple[dict[str, SimpleNamespace], dict[str, tuple]]]:
+    """The two variants, ``{"on": ..., "off": ...}``, and the scenarios,
+    ``{"first page": (make_environ, expected status), "create": ...}``, of
+    the app on the database ``url``, signed in and checked; metric files
+    and the *off* engine are cleaned up on exit. Also bench/instructions.py's."""
     # Multiprocess mode as under gunicorn: decided when prometheus_client is
     # first imported, which is below.
     metrics_dir = tempfile.mkdtemp(prefix="myapp-bench-metrics-")
@@ -73,28 +97,25 @@ def measure(url: str, rounds: int, block: int) -> dict:
 
     scenarios = {"first page": (list_page, 200), "create": (create, 303)}
     for name, variant in variants.items():
-        db.Session.configure(bind=variant.engine)
+        use(variant)
         status, page, cookie_after = _call(variant.wsgi, EnvironBuilder, "/users", cookie)
         signin.check_list_page(f"in-process {name}", status, page)
         if cookie_after != cookie:
             raise RuntimeError(f"in-process {name}: /users sends a new session cookie")
-    samples: dict[str, list[float]] = {}
-    for round_no in range(rounds):
-        order = list(variants.items())[:: 1 if round_no % 2 else -1]
-        for scenario, (make_environ, expected) in scenarios.items():
-            for name, variant in order:
-                db.Session.configure(bind=variant.engine)
-                environs = [make_environ() for _ in range(block)]
-                started = time.process_time()
-                for environ in environs:
-                    _serve(variant, environ, expected)
-                per_request_ms = (time.process_time() - started) * 1000 / block
-                samples.setdefault(f"{scenario} / {name}", []).append(round(per_request_ms, 4))
-    plain_engine.dispose()
-    for leftover in os.listdir(metrics_dir):
-        os.remove(os.path.join(metrics_dir, leftover))
-    os.rmdir(metrics_dir)
-    return samples
+    try:
+        yield variants, scenarios
+    finally:
+        plain_engine.dispose()
+        for leftover in os.listdir(metrics_dir):
+            os.remove(os.path.join(metrics_dir, leftover))
+        os.rmdir(metrics_dir)
+
+
+def use(variant: SimpleNamespace) -> None:
+    """Serve the next requests with ``variant``'s engine."""
+    from myapp import db
+
+    db.Session.configure(bind=variant.engine)
 
 
 def _access_logger(cls, config_cls, log_format, json_formatter):
@@ -112,7 +133,8 @@ def _access_logger(cls, config_cls, log_format, json_formatter):
     return logger
 
 
-def _serve(variant, environ: dict, expected: int) -> None:
+def serve(variant, environ: dict, expected: int) -> None:
+    """One request through ``variant``, its status checked, and its access line."""
     status_holder = []
 
     def start_response(status, headers, exc_info=None):
