@@ -26,7 +26,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from types import SimpleNamespace
 from urllib.parse import urlencode
@@ -57,58 +57,57 @@ def served(url: str) -> Iterator[tuple[dict[str, SimpleNamespace], dict[str, tup
     ``{"first page": (make_environ, expected status), "create": ...}``, of
     the app on the database ``url``, signed in and checked; metric files
     and the *off* engine are cleaned up on exit. Also bench/instructions.py's."""
-    # Multiprocess mode as under gunicorn: decided when prometheus_client is
-    # first imported, which is below.
-    metrics_dir = tempfile.mkdtemp(prefix="myapp-bench-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    os.environ["DATABASE_URL"] = url
-    os.environ.setdefault("SECRET_KEY", "bench")
-    from gunicorn.config import Config
-    from gunicorn.glogging import Logger
-    from werkzeug.test import EnvironBuilder
+    with ExitStack() as cleanup:
+        # Multiprocess mode as under gunicorn: decided when prometheus_client
+        # is first imported, which is below. Removed on the way out, also
+        # when the set-up below fails.
+        metrics_dir = cleanup.enter_context(
+            tempfile.TemporaryDirectory(prefix="myapp-bench-metrics-"))
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        os.environ["DATABASE_URL"] = url
+        os.environ.setdefault("SECRET_KEY", "bench")
+        from gunicorn.config import Config
+        from gunicorn.glogging import Logger
+        from werkzeug.test import EnvironBuilder
 
-    from myapp import create_app, db
-    from myapp.observability.logs import GunicornLogger, json_formatter
+        from myapp import create_app, db
+        from myapp.observability.logs import GunicornLogger, json_formatter
 
-    app = create_app()
-    observed_engine = db.engine()
-    plain_engine = db.build_engine(app.config, instrumented=False)
-    variants = {
-        "on": SimpleNamespace(wsgi=app.wsgi_app, engine=observed_engine,
-                              log=_access_logger(GunicornLogger, Config, "json", json_formatter)),
-        "off": SimpleNamespace(wsgi=app.wsgi_app.wsgi_app, engine=plain_engine,
-                               log=_access_logger(Logger, Config, "text", None)),
-    }
+        app = create_app()
+        observed_engine = db.engine()
+        plain_engine = db.build_engine(app.config, instrumented=False)
+        cleanup.callback(plain_engine.dispose)
+        variants = {
+            "on": SimpleNamespace(wsgi=app.wsgi_app, engine=observed_engine,
+                                  log=_access_logger(GunicornLogger, Config, "json", json_formatter)),
+            "off": SimpleNamespace(wsgi=app.wsgi_app.wsgi_app, engine=plain_engine,
+                                   log=_access_logger(Logger, Config, "text", None)),
+        }
 
-    cookie = _signed_in_cookie(app.wsgi_app, EnvironBuilder)
-    token = signin.csrf_token(_call(app.wsgi_app, EnvironBuilder, "/users/new", cookie)[1])
-    run = f"{os.getpid()}-{time.time_ns()}"
-    counter = iter(range(10**9))
+        cookie = _signed_in_cookie(app.wsgi_app, EnvironBuilder)
+        token = signin.csrf_token(_call(app.wsgi_app, EnvironBuilder, "/users/new", cookie)[1])
+        run = f"{os.getpid()}-{time.time_ns()}"
+        counter = iter(range(10**9))
 
-    def list_page():
-        return EnvironBuilder(path="/users", headers={"Cookie": cookie}).get_environ()
+        def list_page():
+            return EnvironBuilder(path="/users", headers={"Cookie": cookie}).get_environ()
 
-    def create():
-        n = next(counter)
-        body = urlencode({"name": f"Bench {n}", "email": f"cpu-{run}-{n}@example.com",
-                          "csrf_token": token})
-        return EnvironBuilder(path="/users", method="POST", data=body, headers={"Cookie": cookie},
-                              content_type="application/x-www-form-urlencoded").get_environ()
+        def create():
+            n = next(counter)
+            body = urlencode({"name": f"Bench {n}", "email": f"cpu-{run}-{n}@example.com",
+                              "csrf_token": token})
+            return EnvironBuilder(path="/users", method="POST", data=body,
+                                  headers={"Cookie": cookie},
+                                  content_type="application/x-www-form-urlencoded").get_environ()
 
-    scenarios = {"first page": (list_page, 200), "create": (create, 303)}
-    for name, variant in variants.items():
-        use(variant)
-        status, page, cookie_after = _call(variant.wsgi, EnvironBuilder, "/users", cookie)
-        signin.check_list_page(f"in-process {name}", status, page)
-        if cookie_after != cookie:
-            raise RuntimeError(f"in-process {name}: /users sends a new session cookie")
-    try:
+        scenarios = {"first page": (list_page, 200), "create": (create, 303)}
+        for name, variant in variants.items():
+            use(variant)
+            status, page, cookie_after = _call(variant.wsgi, EnvironBuilder, "/users", cookie)
+            signin.check_list_page(f"in-process {name}", status, page)
+            if cookie_after != cookie:
+                raise RuntimeError(f"in-process {name}: /users sends a new session cookie")
         yield variants, scenarios
-    finally:
-        plain_engine.dispose()
-        for leftover in os.listdir(metrics_dir):
-            os.remove(os.path.join(metrics_dir, leftover))
-        os.rmdir(metrics_dir)
 
 
 def use(variant: SimpleNamespace) -> None:

@@ -62,6 +62,7 @@ def list_users(
         # Name or email, through the one trigram index on both (models.py).
         stmt = stmt.where(USER_SEARCH_TEXT.ilike(pattern, escape="\\"))
     params = {"limit": limit + 1, "after": after}
+    # all(): one fetchall for the page, not a fetchone per row.
     rows = [UserSnapshot._make(row) for row in session.execute(stmt, params).all()]
     has_more = len(rows) > limit
     rows = rows[:limit]

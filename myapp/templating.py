@@ -96,6 +96,10 @@ def user_rows_renderer(env: Environment) -> Callable[[Sequence[UserSnapshot]], M
 
     @lru_cache(maxsize=USER_ROW_CACHE_SIZE)
     def cached_row(users_url: str, user: UserSnapshot) -> Markup:
+        # Checked on a miss only: an ORM User would hash the same after a
+        # change and bring back a stale row; a snapshot's values are its key.
+        if type(user) is not UserSnapshot:
+            raise TypeError(f"user_rows needs UserSnapshot rows, not {type(user).__name__}")
         return loaded_row_macros().user_row(user, users_url)
 
     def user_rows(users: Sequence[UserSnapshot]) -> Markup:

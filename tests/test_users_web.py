@@ -7,6 +7,7 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from jinja2 import nodes
 from sqlalchemy import event, text
 
 from myapp import db, listing, seeding, templating
@@ -147,6 +148,38 @@ def test_list_rows_are_reused_not_rendered_again(app, make_user, monkeypatch):
         first, again = user_rows(page.users), user_rows(page.users)
     assert first == again and first.count("<tr>") == 3
     assert sorted(renders) == sorted(user.id for user in page.users)  # each once, the first time
+
+
+def test_a_cached_row_reads_nothing_but_its_user_and_url(app):
+    # A row is reused for every visitor (templating.user_rows): anything from
+    # the request, the session or the signed-in account in its template would
+    # show the first visitor's to everyone.
+    source = app.jinja_env.loader.get_source(app.jinja_env, templating.USER_ROW_TEMPLATE)[0]
+    names_read = {name.name for name in app.jinja_env.parse(source).find_all(nodes.Name)
+                  if name.ctx == "load"}
+    assert names_read == {"user", "users_url"}
+
+
+def test_rows_are_rendered_afresh_when_templates_reload(app, make_user, monkeypatch):
+    # flask run --debug: an edit of the row template shows on the next page.
+    make_people(make_user, 2)
+    row_macros = app.jinja_env.get_template(templating.USER_ROW_TEMPLATE).module
+    renders = []
+    render = row_macros.user_row
+    monkeypatch.setattr(row_macros, "user_row",
+                        lambda user, url: renders.append(user.id) or render(user, url))
+    monkeypatch.setattr(app.jinja_env, "auto_reload", True)
+    with app.test_request_context("/users"):
+        users = listing.list_users(db.Session()).users
+        user_rows = app.jinja_env.globals["user_rows"]
+        user_rows(users), user_rows(users)
+    assert len(renders) == 4
+
+
+def test_only_user_snapshots_key_a_cached_row(app):
+    # An ORM User would hash the same after a change: never a cache key.
+    with app.test_request_context("/users"), pytest.raises(TypeError):
+        app.jinja_env.globals["user_rows"]([("not", "a", "snapshot")])
 
 
 def test_list_is_empty_friendly(client):
