@@ -103,6 +103,8 @@ def user_rows_renderer(env: Environment) -> Callable[[Sequence[UserSnapshot]], M
         return loaded_row_macros().user_row(user, users_url)
 
     def user_rows(users: Sequence[UserSnapshot]) -> Markup:
+        # One URL for the whole table, not a url_for per row: /users/<id> is
+        # this prefix plus the id.
         users_url = layout_url("users.list_users")
         if env.auto_reload:  # debug: rendered afresh, so template edits show at once
             macros = row_macros()
