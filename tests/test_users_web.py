@@ -135,19 +135,30 @@ def test_the_list_shows_each_user_as_they_are_now(client, tables, make_user):
     assert "countess@example.com" in html and "ada@example.com" not in html
 
 
-def test_list_rows_are_reused_not_rendered_again(app, make_user, monkeypatch):
-    make_people(make_user, 3)
+@pytest.fixture
+def row_renders(app, monkeypatch) -> list[int]:
+    """The ids of the users whose table row the row macro renders, in order."""
     row_macros = app.jinja_env.get_template(templating.USER_ROW_TEMPLATE).module
     renders = []
     render = row_macros.user_row
     monkeypatch.setattr(row_macros, "user_row",
                         lambda user, url: renders.append(user.id) or render(user, url))
+    return renders
+
+
+def render_rows_twice(app) -> tuple[list, str, str]:
+    """The first page's users, and its rows rendered twice by ``user_rows``."""
     with app.test_request_context("/users"):
-        page = listing.list_users(db.Session())
+        users = listing.list_users(db.Session()).users
         user_rows = app.jinja_env.globals["user_rows"]
-        first, again = user_rows(page.users), user_rows(page.users)
+        return users, user_rows(users), user_rows(users)
+
+
+def test_list_rows_are_reused_not_rendered_again(app, make_user, row_renders):
+    make_people(make_user, 3)
+    users, first, again = render_rows_twice(app)
     assert first == again and first.count("<tr>") == 3
-    assert sorted(renders) == sorted(user.id for user in page.users)  # each once, the first time
+    assert sorted(row_renders) == sorted(user.id for user in users)  # each once, the first time
 
 
 def test_a_cached_row_reads_nothing_but_its_user_and_url(app):
@@ -160,20 +171,12 @@ def test_a_cached_row_reads_nothing_but_its_user_and_url(app):
     assert names_read == {"user", "users_url"}
 
 
-def test_rows_are_rendered_afresh_when_templates_reload(app, make_user, monkeypatch):
+def test_rows_are_rendered_afresh_when_templates_reload(app, make_user, row_renders, monkeypatch):
     # flask run --debug: an edit of the row template shows on the next page.
     make_people(make_user, 2)
-    row_macros = app.jinja_env.get_template(templating.USER_ROW_TEMPLATE).module
-    renders = []
-    render = row_macros.user_row
-    monkeypatch.setattr(row_macros, "user_row",
-                        lambda user, url: renders.append(user.id) or render(user, url))
     monkeypatch.setattr(app.jinja_env, "auto_reload", True)
-    with app.test_request_context("/users"):
-        users = listing.list_users(db.Session()).users
-        user_rows = app.jinja_env.globals["user_rows"]
-        user_rows(users), user_rows(users)
-    assert len(renders) == 4
+    users, first, again = render_rows_twice(app)
+    assert first == again and len(row_renders) == 2 * len(users) == 4
 
 
 def test_only_user_snapshots_key_a_cached_row(app):
