@@ -37,8 +37,8 @@ import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from datetime import datetime, timezone
+from pathlib import Path
 
 from bench.suite import (ROOT, database_url, drop_database, fresh_database, machine_info,
                          save_results, seed)

@@ -39,6 +39,8 @@ VARIANTS = {
 
 
 def believe_the_cookie(cookie_id: str) -> SignedInAccount:
+    """A ``user_loader`` that takes the cookie's word: the signed-in account
+    without reading it (no revocation). Also bench/floor_app.py's."""
     account_id, session_version = (int(part) for part in cookie_id.split("."))
     return SignedInAccount(account_id, signin.EMAIL, Role.EDITOR, session_version, False,
                            datetime.now(timezone.utc))
