@@ -13,9 +13,10 @@ spent per request (read from /proc before and after each run: on a shared,
 busy machine throughput swings with the neighbours' load, CPU per request
 much less), and the cost of *on* against *off* in both (target: at most
 5 %). Then, after both servers stopped, the paired in-process measurement
-of ``bench/observability_cpu.py`` (CPU per request, on and off alternating
-block by block), which stays precise when the machine is busy. Writes
-``bench/results/<date>-observability.{json,md}``.
+of ``bench/observability_cpu.py`` (CPU per request, on and off taking turns
+request by request), which stays precise when the machine is busy. Writes
+``bench/results/<date>-observability.{json,md}``; ``--in-process-only``
+runs the paired measurement alone, into ``bench/results/tmp/``.
 """
 
 from __future__ import annotations
@@ -55,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=4, help="seconds per wrk run")
     parser.add_argument("--cpu-rounds", type=int, default=40,
                         help="rounds of the paired in-process measurement")
-    parser.add_argument("--block", type=int, default=50, help="requests per in-process block")
+    parser.add_argument("--block", type=int, default=50,
+                        help="requests of each variant per in-process round")
+    parser.add_argument("--in-process-only", action="store_true",
+                        help="only the paired in-process measurement (about 2 minutes); "
+                             "results/tmp")
     parser.add_argument("--a-a", action="store_true",
                         help="serve the off app on both sides: how far apart the wrk reading "
                              "puts two identical servers (the method's noise); results/tmp")
@@ -68,14 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[float]] = {}
     try:
         seed(url, USERS)
-        with ExitStack() as stack:
-            servers = {
-                name: stack.enter_context(GunicornServer(
-                    url, workers=WORKERS, threads=THREADS, app_module=module,
-                    env={"LOG_FORMAT": log_format}))
-                for name, (module, log_format, _) in servers_served.items()
-            }
-            measure(servers, args, runs)
+        if not args.in_process_only:
+            with ExitStack() as stack:
+                servers = {
+                    name: stack.enter_context(GunicornServer(
+                        url, workers=WORKERS, threads=THREADS, app_module=module,
+                        env={"LOG_FORMAT": log_format}))
+                    for name, (module, log_format, _) in servers_served.items()
+                }
+                measure(servers, args, runs)
         if not args.a_a:
             print("in-process, paired (CPU ms per request)", flush=True)
             paired = observability_cpu.measure(url, args.cpu_rounds, args.block)
@@ -83,14 +89,17 @@ def main(argv: list[str] | None = None) -> int:
         drop_database(url)
 
     results = summarise(runs, args, started)
+    name = f"{started:%Y-%m-%d}-observability"
+    out = ROOT / "bench" / "results" / name
     if args.a_a:
         results["servers"] = {"on": SERVERS["off"][2] + " (A/A run)", "off": SERVERS["off"][2]}
-        out = ROOT / "bench" / "results" / "tmp" / f"{started:%Y-%m-%d}-observability-a-a"
-        out.parent.mkdir(exist_ok=True)
+        out = ROOT / "bench" / "results" / "tmp" / f"{name}-a-a"
     else:
         results["in_process"] = {"rounds": args.cpu_rounds, "block": args.block,
                                  **observability_cpu.summarise(paired)}
-        out = ROOT / "bench" / "results" / f"{started:%Y-%m-%d}-observability"
+    if args.in_process_only:
+        out = ROOT / "bench" / "results" / "tmp" / f"{name}-in-process"
+    out.parent.mkdir(exist_ok=True)
     save_results(out, results, markdown(results))
     return 0
 
@@ -145,7 +154,7 @@ def check_signed_in(name: str, base: str, cookie: str) -> None:
 
 def summarise(runs: dict[str, list[float]], args, started: datetime) -> dict:
     scenarios = {}
-    for scenario in ("first page", "create"):
+    for scenario in ("first page", "create") if runs else ():
         for name in SERVERS:
             key = f"{scenario} / {name}"
             scenarios[key] = {
@@ -154,7 +163,7 @@ def summarise(runs: dict[str, list[float]], args, started: datetime) -> dict:
                 "cpu_ms_per_request_median": round(statistics.median(runs[f"{key} / cpu"]), 3),
             }
     costs = {}
-    for scenario in ("first page", "create"):
+    for scenario in ("first page", "create") if runs else ():
         on, off = scenarios[f"{scenario} / on"], scenarios[f"{scenario} / off"]
         # Each round's on against the same round's off, then the median:
         # the machine's load drifts over a run, and a round's two servers
@@ -172,7 +181,8 @@ def summarise(runs: dict[str, list[float]], args, started: datetime) -> dict:
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
-        "config": {"users": USERS, "rounds": args.rounds, "duration_s": args.duration,
+        "config": {"users": USERS, "rounds": len(runs and runs["first page / on"]),
+                   "duration_s": args.duration,
                    "gunicorn": f"{WORKERS} workers x {THREADS} threads (gthread), gunicorn.conf.py",
                    "target_cost": TARGET_COST},
         "servers": {name: has for name, (_, _, has) in SERVERS.items()},
@@ -193,6 +203,8 @@ def markdown(results: dict) -> str:
         " | CPU cost | ≤ 5 % |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
+    if not results["costs"]:  # --in-process-only
+        lines = lines[:1] + ["", "No wrk rounds (--in-process-only)."]
     for scenario, cost in results["costs"].items():
         off = results["scenarios"][f"{scenario} / off"]
         on = results["scenarios"][f"{scenario} / on"]
@@ -207,9 +219,10 @@ def markdown(results: dict) -> str:
     lines += [
         "",
         f"Paired in one process ({paired['rounds']} rounds of {paired['block']} requests"
-        " per variant, CPU of the process; cost: median of the rounds' on / off):",
+        " of each variant, taking turns one by one, each timed in CPU time;"
+        " cost: median of the rounds' on / off):",
         "",
-        "| scenario | off CPU ms/req (median block) | on CPU ms/req (median block) | cost of on | ≤ 5 % |",
+        "| scenario | off CPU ms/req (median round) | on CPU ms/req (median round) | cost of on | ≤ 5 % |",
         "| --- | ---: | ---: | ---: | --- |",
     ]
     for scenario in ("first page", "create"):

@@ -4,7 +4,7 @@
 On a shared machine under load, two servers measured side by side with wrk
 swing by a third from run to run, which drowns a cost of a few percent.
 This measurement is paired instead: one process, one database, the same
-request served alternately, in blocks of ``--block`` requests, by the app
+request served alternately, one by one, by the app
 *on* (the WSGI app as deployed, the instrumented engine, multiprocess
 metric files, the JSON access line) and *off* (the bare Flask app, an engine
 without instrumentation, gunicorn's plain text access line), each block
@@ -12,7 +12,7 @@ timed in CPU seconds of this process. Every request is signed in as the
 benchmark's editor (bench/signin.py's account, signed in through the login
 form), and both variants' list page is checked to be the signed-in page
 before any is timed. Neighbours' load then hits both
-variants alike, block by block. What it leaves out is what both variants
+variants alike, pair by pair. What it leaves out is what both variants
 share: gunicorn's HTTP parsing and sockets, which only make the real
 relative cost smaller than measured here.
 """
@@ -35,19 +35,34 @@ from bench import signin
 
 
 def measure(url: str, rounds: int, block: int) -> dict:
+    """Per scenario and variant, one CPU figure (ms per request) per round.
+
+    A round serves ``block`` requests of each variant one by one, taking
+    turns (on, off, off, on, ...: which goes first alternates pair by pair),
+    and times each request alone in this thread's CPU time. Both variants'
+    figures of a round are then made of requests a few milliseconds apart,
+    which is as close as one process can pair them: a neighbour's load, or
+    the CPU clock it changes, lasts longer than a pair. (Blocks of 50 of one
+    variant, then 50 of the other, as before, left 65 ms between the two
+    halves of a pair, and single rounds 30 % apart.)
+    """
     with served(url) as (variants, scenarios):
         samples: dict[str, list[float]] = {}
+        names = list(variants)
         for round_no in range(rounds):
-            order = list(variants.items())[:: 1 if round_no % 2 else -1]
             for scenario, (make_environ, expected) in scenarios.items():
-                for name, variant in order:
-                    use(variant)
-                    environs = [make_environ() for _ in range(block)]
-                    started = time.process_time()
-                    for environ in environs:
-                        serve(variant, environ, expected)
-                    per_request_ms = (time.process_time() - started) * 1000 / block
-                    samples.setdefault(f"{scenario} / {name}", []).append(round(per_request_ms, 4))
+                environs = {name: [make_environ() for _ in range(block)] for name in names}
+                spent = dict.fromkeys(names, 0.0)
+                for i in range(block):
+                    for name in names if (round_no + i) % 2 else names[::-1]:
+                        variant = variants[name]
+                        use(variant)
+                        started = time.thread_time()
+                        serve(variant, environs[name][i], expected)
+                        spent[name] += time.thread_time() - started
+                for name in names:
+                    samples.setdefault(f"{scenario} / {name}", []).append(
+                        round(spent[name] * 1000 / block, 4))
     return samples
 
 
@@ -183,9 +198,9 @@ def _signed_in_cookie(wsgi, environ_builder) -> str:
 
 
 def summarise(samples: dict[str, list[float]]) -> dict:
-    """Per scenario: each variant's median block, and the cost of *on*: the
-    median over rounds of that round's on / off. A round's two blocks run
-    back to back, so they share the machine's load; the median of the
+    """Per scenario: each variant's median round, and the cost of *on*: the
+    median over rounds of that round's on / off. A round's two variants take
+    turns request by request, so they share the machine's load; the median of the
     rounds' ratios is what bench/usual.py reports too."""
     result = {}
     for scenario in ("first page", "create"):
