@@ -439,7 +439,8 @@ def rps_recorder(runs: dict[str, list[float]], width: int = 28):
     def record(key: str, result: dict) -> None:
         errors = sum(result["errors"].values())  # connect, read, write, timeout, non-2xx/3xx
         if errors:
-            raise RuntimeError(f"{key}: {errors} failed requests")
+            kinds = ", ".join(f"{kind} {n}" for kind, n in result["errors"].items() if n)
+            raise RuntimeError(f"{key}: {errors} failed requests ({kinds})")
         runs.setdefault(key, []).append(result["rps"])
         print(f"  {key:<{width}} {result['rps']:>8.1f} req/s", flush=True)
 
