@@ -14,6 +14,12 @@ deploy it. ``BENCH_FLOOR`` picks what is taken away:
   is believed from the cookie without reading it (what Flask's cookie
   session alone gives): no revocation — a cookie stays good after logout, a
   new password, a new role or a disabled account.
+* ``bare-cursor-sign-in``: the account *is* read on every request, as
+  deployed, but with psycopg2's cursor on the session's connection instead
+  of a statement through the ``Session``: the cheapest read there is, to
+  measure how much of sign-in's cost is the read itself and how much
+  SQLAlchemy's part of it. (Its SQL is not counted in the request's
+  metrics, and it skips the services' pattern: a measuring device only.)
 """
 
 import os
@@ -22,8 +28,9 @@ from sqlalchemy import create_engine
 
 from bench.signin_cost import believe_the_cookie
 from myapp import create_app
-from myapp.auth.login import login_manager
+from myapp.auth.login import SignedInAccount, login_manager
 from myapp.db import Session
+from myapp.models import Role
 
 VARIANTS = {
     "no-pre-ping": {},
@@ -34,11 +41,26 @@ app = create_app()
 _variant = os.environ["BENCH_FLOOR"]
 
 
+def read_with_a_bare_cursor(cookie_id: str):
+    """``load_account`` with the account's row read by psycopg2 directly."""
+    account_id, session_version = (int(part) for part in cookie_id.split("."))
+    cursor = Session().connection().connection.dbapi_connection.cursor()
+    cursor.execute("SELECT id, email, role, session_version, disabled, created_at"
+                   " FROM accounts WHERE id = %s", (account_id,))
+    row = cursor.fetchone()
+    cursor.close()
+    if row is None or row[4] or row[3] != session_version:
+        return None
+    return SignedInAccount(row[0], row[1], Role(row[2]), row[3], row[4], row[5])
+
+
 if _variant == "cookie-only-sign-in":
     # The same loader as bench/signin_cost.py's "cookie only": the two
     # measures of sign-in's cost (wrk here, in-process there) take away the
     # same read. The engine stays as deployed.
     login_manager.user_loader(believe_the_cookie)
+elif _variant == "bare-cursor-sign-in":
+    login_manager.user_loader(read_with_a_bare_cursor)
 else:
     # Rebind the process's session registry to an engine built without the
     # parts being measured; the views and services run unchanged on top of it.
