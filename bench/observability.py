@@ -22,7 +22,6 @@ runs the paired measurement alone, into ``bench/results/tmp/``.
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import statistics
 import sys
@@ -31,8 +30,8 @@ from datetime import datetime, timezone
 
 from bench import observability_cpu, signin
 from bench.suite import (
-    ROOT, THREADS, WORKERS, csrf_session, database_url, drop_database, fresh_database,
-    machine_info, rps_recorder, save_results, seed, wrk,
+    ROOT, THREADS, WORKERS, check_signed_in, csrf_session, database_url, drop_database,
+    fresh_database, machine_info, rps_recorder, save_results, seed, worker_cpu_seconds, wrk,
 )
 from harness.gunicorn import GunicornServer
 
@@ -56,14 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=4, help="seconds per wrk run")
     parser.add_argument("--cpu-rounds", type=int, default=40,
                         help="rounds of the paired in-process measurement")
-    parser.add_argument("--block", type=int, default=50,
+    parser.add_argument("--per-round", type=int, default=50,
                         help="requests of each variant per in-process round")
-    parser.add_argument("--in-process-only", action="store_true",
-                        help="only the paired in-process measurement (about 2 minutes); "
-                             "results/tmp")
-    parser.add_argument("--a-a", action="store_true",
-                        help="serve the off app on both sides: how far apart the wrk reading "
-                             "puts two identical servers (the method's noise); results/tmp")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--in-process-only", action="store_true",
+                      help="only the paired in-process measurement (about 2 minutes); "
+                           "results/tmp")
+    only.add_argument("--a-a", action="store_true",
+                      help="serve the off app on both sides: how far apart the wrk reading "
+                           "puts two identical servers (the method's noise); results/tmp")
     args = parser.parse_args(argv)
     servers_served = ({"on": SERVERS["off"], "off": SERVERS["off"]} if args.a_a else SERVERS)
 
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                 measure(servers, args, runs)
         if not args.a_a:
             print("in-process, paired (CPU ms per request)", flush=True)
-            paired = observability_cpu.measure(url, args.cpu_rounds, args.block)
+            paired = observability_cpu.measure(url, args.cpu_rounds, args.per_round)
     finally:
         drop_database(url)
 
@@ -95,23 +95,13 @@ def main(argv: list[str] | None = None) -> int:
         results["servers"] = {"on": SERVERS["off"][2] + " (A/A run)", "off": SERVERS["off"][2]}
         out = ROOT / "bench" / "results" / "tmp" / f"{name}-a-a"
     else:
-        results["in_process"] = {"rounds": args.cpu_rounds, "block": args.block,
+        results["in_process"] = {"rounds": args.cpu_rounds, "per_round": args.per_round,
                                  **observability_cpu.summarise(paired)}
     if args.in_process_only:
         out = ROOT / "bench" / "results" / "tmp" / f"{name}-in-process"
     out.parent.mkdir(exist_ok=True)
     save_results(out, results, markdown(results))
     return 0
-
-
-def worker_cpu_seconds(server: GunicornServer) -> float:
-    """User + system CPU time of the server's workers so far."""
-    ticks = 0
-    for pid in server.worker_pids():
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def measure(servers: dict[str, GunicornServer], args, runs) -> None:
@@ -143,15 +133,6 @@ def measure(servers: dict[str, GunicornServer], args, runs) -> None:
                 "BENCH_RUN": secrets.token_hex(4)})
 
 
-def check_signed_in(name: str, base: str, cookie: str) -> None:
-    """What wrk is sent must fetch the signed-in list page, and the page must
-    not hand that browser a new cookie (which wrk would never store)."""
-    status, page, cookie_after = signin.request(base, "GET", "/users", cookie)
-    signin.check_list_page(f"{name} ({base})", status, page)
-    if cookie_after != cookie:
-        raise RuntimeError(f"{name}: /users sends a new session cookie to a signed-in browser")
-
-
 def summarise(runs: dict[str, list[float]], args, started: datetime) -> dict:
     scenarios = {}
     for scenario in ("first page", "create") if runs else ():
@@ -173,8 +154,8 @@ def summarise(runs: dict[str, list[float]], args, started: datetime) -> dict:
         cpu_cost = statistics.median(
             on_cpu / off_cpu - 1 for on_cpu, off_cpu in zip(on["cpu_ms_runs"], off["cpu_ms_runs"]))
         costs[scenario] = {
-            "throughput_cost": round(throughput_cost, 4),
-            "cpu_cost": round(cpu_cost, 4),
+            "throughput_cost": round(throughput_cost, 6),
+            "cpu_cost": round(cpu_cost, 6),
             "within_target": max(throughput_cost, cpu_cost) <= TARGET_COST,
         }
     return {
@@ -192,10 +173,12 @@ def summarise(runs: dict[str, list[float]], args, started: datetime) -> dict:
 
 
 def markdown(results: dict) -> str:
+    config = results["config"]
+    wrk_rounds = (f"median of {config['rounds']} runs of {config['duration_s']} s"
+                  if config["rounds"] else "no wrk rounds (--in-process-only)")
     lines = [
         f"Run {results['started']} – {results['finished']}; commit {results['machine']['git_commit']};"
-        f" {results['config']['gunicorn']}; {results['config']['users']:,} users;"
-        f" median of {results['config']['rounds']} runs of {results['config']['duration_s']} s.",
+        f" {config['gunicorn']}; {config['users']:,} users; {wrk_rounds}.",
         "",
         "Costs are medians of per-round ratios (each round's on against the same round's off).",
         "",
@@ -204,7 +187,7 @@ def markdown(results: dict) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     if not results["costs"]:  # --in-process-only
-        lines = lines[:1] + ["", "No wrk rounds (--in-process-only)."]
+        lines = lines[:1]
     for scenario, cost in results["costs"].items():
         off = results["scenarios"][f"{scenario} / off"]
         on = results["scenarios"][f"{scenario} / on"]
@@ -218,7 +201,7 @@ def markdown(results: dict) -> str:
         return "\n".join(lines + ["", "A/A run: " + results["servers"]["on"] + "."]) + "\n"
     lines += [
         "",
-        f"Paired in one process ({paired['rounds']} rounds of {paired['block']} requests"
+        f"Paired in one process ({paired['rounds']} rounds of {paired['per_round']} requests"
         " of each variant, taking turns one by one, each timed in CPU time;"
         " cost: median of the rounds' on / off):",
         "",

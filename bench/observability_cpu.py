@@ -1,5 +1,5 @@
 """The CPU observability costs a request, paired in one process:
-``bench/run --observability --in-process``.
+``bench/run --observability`` (``--in-process-only``: this alone).
 
 On a shared machine under load, two servers measured side by side with wrk
 swing by a third from run to run, which drowns a cost of a few percent.
@@ -7,8 +7,8 @@ This measurement is paired instead: one process, one database, the same
 request served alternately, one by one, by the app
 *on* (the WSGI app as deployed, the instrumented engine, multiprocess
 metric files, the JSON access line) and *off* (the bare Flask app, an engine
-without instrumentation, gunicorn's plain text access line), each block
-timed in CPU seconds of this process. Every request is signed in as the
+without instrumentation, gunicorn's plain text access line), each request
+timed in this thread's CPU time. Every request is signed in as the
 benchmark's editor (bench/signin.py's account, signed in through the login
 form), and both variants' list page is checked to be the signed-in page
 before any is timed. Neighbours' load then hits both
@@ -19,6 +19,7 @@ relative cost smaller than measured here.
 
 from __future__ import annotations
 
+import gc
 import io
 import logging
 import os
@@ -34,35 +35,45 @@ from urllib.parse import urlencode
 from bench import signin
 
 
-def measure(url: str, rounds: int, block: int) -> dict:
+def measure(url: str, rounds: int, per_round: int) -> dict:
     """Per scenario and variant, one CPU figure (ms per request) per round.
 
-    A round serves ``block`` requests of each variant one by one, taking
-    turns (on, off, off, on, ...: which goes first alternates pair by pair),
-    and times each request alone in this thread's CPU time. Both variants'
-    figures of a round are then made of requests a few milliseconds apart,
-    which is as close as one process can pair them: a neighbour's load, or
-    the CPU clock it changes, lasts longer than a pair. (Blocks of 50 of one
-    variant, then 50 of the other, as before, left 65 ms between the two
-    halves of a pair, and single rounds 30 % apart.)
+    A round serves ``per_round`` requests of each variant one by one, taking
+    turns (which variant goes first alternates pair by pair), and times each
+    request alone in this thread's CPU time. Both variants' figures of a
+    round are then made of requests a few milliseconds apart, which is as
+    close as one process can pair them: a neighbour's load, or the CPU clock
+    it changes, lasts longer than a pair. (Until 2026-12-01 a round was a
+    block of 50 requests of one variant, then 50 of the other: 65 ms or more
+    between the two halves of a pair.)
+
+    The garbage collector is off while a round is timed and collects between
+    rounds: a collection falls on whichever request crosses its threshold,
+    so with the variants taking turns each would pay for the other's
+    garbage. What collecting costs *on* shows in the wrk figures instead.
     """
     with served(url) as (variants, scenarios):
         samples: dict[str, list[float]] = {}
         names = list(variants)
         for round_no in range(rounds):
             for scenario, (make_environ, expected) in scenarios.items():
-                environs = {name: [make_environ() for _ in range(block)] for name in names}
+                environs = {name: [make_environ() for _ in range(per_round)] for name in names}
                 spent = dict.fromkeys(names, 0.0)
-                for i in range(block):
-                    for name in names if (round_no + i) % 2 else names[::-1]:
-                        variant = variants[name]
-                        use(variant)
-                        started = time.thread_time()
-                        serve(variant, environs[name][i], expected)
-                        spent[name] += time.thread_time() - started
+                gc.collect()
+                gc.disable()
+                try:
+                    for i in range(per_round):
+                        for name in names if (round_no + i) % 2 else names[::-1]:
+                            variant = variants[name]
+                            use(variant)
+                            started = time.thread_time()
+                            serve(variant, environs[name][i], expected)
+                            spent[name] += time.thread_time() - started
+                finally:
+                    gc.enable()
                 for name in names:
                     samples.setdefault(f"{scenario} / {name}", []).append(
-                        round(spent[name] * 1000 / block, 4))
+                        round(spent[name] * 1000 / per_round, 4))
     return samples
 
 
@@ -208,7 +219,7 @@ def summarise(samples: dict[str, list[float]]) -> dict:
         result[scenario] = {
             "off_cpu_ms_median": round(statistics.median(off), 4),
             "on_cpu_ms_median": round(statistics.median(on), 4),
-            "cost": round(statistics.median(a / b - 1 for a, b in zip(on, off)), 4),
+            "cost": round(statistics.median(a / b - 1 for a, b in zip(on, off)), 6),
             "on_runs": on, "off_runs": off,
         }
     return result

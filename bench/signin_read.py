@@ -32,10 +32,9 @@ from contextlib import ExitStack
 from datetime import datetime, timezone
 
 from bench import signin
-from bench.observability import check_signed_in, worker_cpu_seconds
 from bench.suite import (
-    ROOT, THREADS, WORKERS, database_url, drop_database, fresh_database, machine_info,
-    rps_recorder, save_results, seed, wrk,
+    ROOT, THREADS, WORKERS, check_signed_in, database_url, drop_database, fresh_database,
+    machine_info, rps_recorder, save_results, seed, worker_cpu_seconds, wrk,
 )
 from harness.gunicorn import GunicornServer
 
@@ -87,8 +86,10 @@ def measure(servers: dict[str, GunicornServer], args, runs: dict[str, list[float
     names = list(servers)
     for round_no in range(1, args.rounds + 1):
         print(f"round {round_no}/{args.rounds}", flush=True)
-        # Alternate the order, so that no side always follows another.
-        for name in names[:: 1 if round_no % 2 else -1]:
+        # Rotate the order, so that each side goes first, second and last
+        # equally often and none always follows another.
+        shift = round_no % len(names)
+        for name in names[shift:] + names[:shift]:
             cpu_before = worker_cpu_seconds(servers[name])
             result = wrk(servers[name].url + "/users", args.duration,
                          {"BENCH_COOKIE": cookies[name]})

@@ -230,6 +230,25 @@ def wrk(url: str, duration: int, env: dict[str, str] | None = None) -> dict:
     return result
 
 
+def worker_cpu_seconds(server: GunicornServer) -> float:
+    """User + system CPU time of the server's workers so far."""
+    ticks = 0
+    for pid in server.worker_pids():
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def check_signed_in(name: str, base: str, cookie: str) -> None:
+    """What wrk is sent must fetch the signed-in list page, and the page must
+    not hand that browser a new cookie (which wrk would never store)."""
+    status, page, cookie_after = signin.request(base, "GET", "/users", cookie)
+    signin.check_list_page(f"{name} ({base})", status, page)
+    if cookie_after != cookie:
+        raise RuntimeError(f"{name}: /users sends a new session cookie to a signed-in browser")
+
+
 def worker_rss_kib(server: GunicornServer) -> dict[int, int]:
     rss = {}
     for pid in server.worker_pids():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
-from flask import Flask, abort, flash, redirect, render_template, request, url_for
+from flask import Flask, abort, flash, redirect, render_template, url_for
 from flask_login import LoginManager, current_user, login_required, login_user
 from flask_wtf import FlaskForm
 from flask_wtf.csrf import CSRFProtect
