@@ -30,8 +30,8 @@ from datetime import datetime, timezone
 
 from bench import observability_cpu, signin
 from bench.suite import (
-    ROOT, THREADS, WORKERS, check_signed_in, csrf_session, database_url, drop_database,
-    fresh_database, machine_info, rps_recorder, save_results, seed, worker_cpu_seconds, wrk,
+    ROOT, THREADS, WORKERS, check_signed_in, csrf_session, machine_info, rps_recorder,
+    save_results, seeded_database, worker_cpu_seconds, wrk,
 )
 from harness.gunicorn import GunicornServer
 
@@ -68,11 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     servers_served = ({"on": SERVERS["off"], "off": SERVERS["off"]} if args.a_a else SERVERS)
 
     started = datetime.now(timezone.utc)
-    url = database_url("myapp_bench_observability")
-    fresh_database(url)
     runs: dict[str, list[float]] = {}
-    try:
-        seed(url, USERS)
+    with seeded_database("myapp_bench_observability", USERS) as url:
         if not args.in_process_only:
             with ExitStack() as stack:
                 servers = {
@@ -85,8 +82,6 @@ def main(argv: list[str] | None = None) -> int:
         if not args.a_a:
             print("in-process, paired (CPU ms per request)", flush=True)
             paired = observability_cpu.measure(url, args.cpu_rounds, args.per_round)
-    finally:
-        drop_database(url)
 
     results = summarise(runs, args, started)
     name = f"{started:%Y-%m-%d}-observability"

@@ -33,8 +33,8 @@ from datetime import datetime, timezone
 
 from bench import signin
 from bench.suite import (
-    ROOT, THREADS, WORKERS, check_signed_in, database_url, drop_database, fresh_database,
-    machine_info, rps_recorder, save_results, seed, worker_cpu_seconds, wrk,
+    ROOT, THREADS, WORKERS, check_signed_in, machine_info, rps_recorder, save_results,
+    seeded_database, worker_cpu_seconds, wrk,
 )
 from harness.gunicorn import GunicornServer
 
@@ -58,18 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     started = datetime.now(timezone.utc)
-    url = database_url("myapp_bench_signin_read")
-    fresh_database(url)
     runs: dict[str, list[float]] = {}
-    try:
-        seed(url, USERS)
-        with ExitStack() as stack:
-            servers = {name: stack.enter_context(GunicornServer(
-                url, workers=WORKERS, threads=THREADS, app_module=module, env=env))
-                for name, (module, env, _) in SIDES.items()}
-            measure(servers, args, runs)
-    finally:
-        drop_database(url)
+    with seeded_database("myapp_bench_signin_read", USERS) as url, ExitStack() as stack:
+        servers = {name: stack.enter_context(GunicornServer(
+            url, workers=WORKERS, threads=THREADS, app_module=module, env=env))
+            for name, (module, env, _) in SIDES.items()}
+        measure(servers, args, runs)
 
     results = summarise(runs, args, started)
     save_results(ROOT / "bench" / "results" / f"{started:%Y-%m-%d}-signin-read",

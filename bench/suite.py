@@ -22,6 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -144,6 +146,19 @@ def fresh_database(url: str) -> None:
     drop_database(url)
     flask_cli(url, "init-db")
     signin.create_account(url)
+
+
+@contextmanager
+def seeded_database(name: str, users: int) -> Iterator[str]:
+    """The URL of database ``name``, fresh and seeded with ``users`` users;
+    dropped on the way out, also when the benchmark fails."""
+    url = database_url(name)
+    fresh_database(url)
+    try:
+        seed(url, users)
+        yield url
+    finally:
+        drop_database(url)
 
 
 def seed(url: str, count: int) -> dict:

@@ -37,7 +37,6 @@ import sys
 import time
 from contextlib import ExitStack
 from datetime import datetime, timezone
-from pathlib import Path
 from types import SimpleNamespace
 
 from sqlalchemy import create_engine, text
@@ -48,7 +47,7 @@ from bench import signin
 from bench.suite import (
     DEEP_PAGES, ROOT, THREADS, WORKERS, WRK_CONNECTIONS, WRK_THREADS, csrf_session, database_url,
     drop_database, follow_next_links, fresh_database, machine_info, row_counts, save_results,
-    seed, settled_row_counts, size_label, wrk,
+    seed, settled_row_counts, size_label, worker_cpu_seconds, wrk,
 )
 from harness.gunicorn import GunicornServer
 
@@ -78,16 +77,6 @@ def quiet(url: str, timeout: float = 60.0) -> None:
                 time.sleep(0.1)  # polling a condition with a deadline
     finally:
         engine.dispose()
-
-
-def cpu_seconds(server: GunicornServer) -> float:
-    """User + system CPU of the server's workers so far (all their threads)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in server.worker_pids():
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / ticks
 
 
 def same_page(side: str, base: str, cookie: str) -> None:
@@ -146,7 +135,7 @@ class Comparison:
                 order = list(sides) if round_no % 2 else list(reversed(sides))
                 for side in order:
                     target, env = sides[side]
-                    cpu_before = cpu_seconds(servers[side])
+                    cpu_before = worker_cpu_seconds(servers[side])
                     if "BENCH_CREATE" in env:
                         result = self.create_run(url, side, target, env)
                     else:
@@ -154,7 +143,7 @@ class Comparison:
                     quiet(url)
                     # Includes the few requests still in flight when wrk stopped.
                     result["gunicorn_cpu_ms_per_request"] = round(
-                        (cpu_seconds(servers[side]) - cpu_before) * 1000 / max(1, result["requests"]), 3)
+                        (worker_cpu_seconds(servers[side]) - cpu_before) * 1000 / max(1, result["requests"]), 3)
                     self.record(scenario, side, result)
 
     def bench_size(self, size: int, url: str, largest: bool) -> None:
